@@ -1,0 +1,36 @@
+import subprocess, sys
+from pathlib import Path
+import pytest
+from argen_lit.cli import find_notebooks, format_results, main
+
+
+def test_find_notebooks_by_number_stem_or_name():
+    allnb = find_notebooks()
+    assert [p.stem for p in allnb] == sorted(p.stem for p in allnb) and allnb
+    assert find_notebooks(["02"]) == find_notebooks(["02_transformer"]) == find_notebooks(["nbs/02_transformer.ipynb"])
+    with pytest.raises(ValueError, match="notebook"):
+        find_notebooks(["77_missing"])
+
+
+def test_info_command(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "device:" in out and "MNIST-5k found (4000 train / 1000 test" in out
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "argen-lit"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "course" in out.stdout
+
+
+def test_course_reports_failures_with_nonzero_exit(tmp_path, monkeypatch):
+    bad = tmp_path / "nbs"; bad.mkdir()
+    (bad / "00_broken.ipynb").write_text('{"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, '
+                                         '"source": "SMOKE = True", "outputs": [], "execution_count": null}, '
+                                         '{"cell_type": "code", "metadata": {}, "source": "1/0", "outputs": [], '
+                                         '"execution_count": null}], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}')
+    monkeypatch.setattr("argen_lit.cli.course_dir", lambda: bad)
+    assert main(["course", "--out-dir", str(tmp_path / "out")]) == 1
+    table = format_results([{"notebook": "a", "mode": "smoke", "seconds": 1.0, "ok": True, "error": ""}])
+    assert "| a | smoke | 1.0 | ok |" in table

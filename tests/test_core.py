@@ -1,0 +1,94 @@
+import json
+from dataclasses import dataclass
+import pytest
+import torch
+from torch import nn
+from argen_lit.core import (Config, autocast, default_device, load_checkpoint, load_config, make_generator,
+                            n_params, progress, save_checkpoint)
+
+
+@dataclass
+class TinyConfig(Config):
+    width: int = 4   # hidden units
+    depth: int = 2   # layers
+    @classmethod
+    def smoke(cls, **kw): return cls(**{"width": 3, **kw})
+
+
+class Tiny(nn.Module):
+    def __init__(self, config):
+        super().__init__(); self.config = config
+        self.layers = nn.Sequential(*[nn.Linear(config.width, config.width) for _ in range(config.depth)])
+
+
+def test_default_device_prefers_override_and_rejects_nonsense(monkeypatch):
+    assert default_device("cpu").type == "cpu"
+    monkeypatch.setenv("ARGEN_LIT_DEVICE", "cpu")
+    assert default_device().type == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        default_device("not-a-device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            default_device("cuda")
+
+
+def test_generator_same_seed_same_stream_independent_of_global_state():
+    a = torch.randn(5, generator=make_generator(7))
+    torch.manual_seed(123); torch.randn(10)
+    b = torch.randn(5, generator=make_generator(7))
+    c = torch.randn(5, generator=make_generator(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    with pytest.raises(TypeError, match="seed"):
+        make_generator("7")
+
+
+def test_autocast_is_noop_on_cpu():
+    with autocast("cpu"):
+        y = nn.Linear(3, 3)(torch.randn(2, 3))
+    assert y.dtype == torch.float32
+
+
+def test_config_presets_and_json_round_trip():
+    c = TinyConfig.smoke(depth=5)
+    assert (c.width, c.depth) == (3, 5) and TinyConfig.full() == TinyConfig()
+    assert TinyConfig.from_dict(json.loads(json.dumps(c.to_dict()))) == c
+    assert c.diff(TinyConfig()) == {"depth": (5, 2), "width": (3, 4)}
+    with pytest.raises(ValueError, match="no field"):
+        TinyConfig.from_dict({"width": 3, "colour": "red"})
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m = Tiny(TinyConfig())
+    save_checkpoint(m, tmp_path / "ck", meta={"steps": 3})
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+    m2 = load_checkpoint(Tiny(TinyConfig()), tmp_path / "ck")
+    for (k, a), (_, b) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert load_config(tmp_path / "ck", TinyConfig) == TinyConfig()
+
+
+def test_checkpoint_refuses_mismatch_and_says_what_differs(tmp_path):
+    save_checkpoint(Tiny(TinyConfig()), tmp_path)
+    fresh = Tiny(TinyConfig(depth=3))
+    before = [p.clone() for p in fresh.parameters()]
+    with pytest.raises(ValueError, match=r"depth.*\(3, 2\)"):
+        load_checkpoint(fresh, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, fresh.parameters()))  # nothing half-loaded
+    bare = nn.Linear(4, 5)  # no config: shapes are still checked
+    with pytest.raises(ValueError, match="shape"):
+        load_checkpoint(nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 4)), tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_checkpoint(bare, tmp_path / "missing")
+
+
+def test_checkpoint_has_no_pickle(tmp_path):
+    save_checkpoint(Tiny(TinyConfig()), tmp_path)
+    raw = (tmp_path / "model.safetensors").read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    assert json.loads(raw[8:8 + header_len])  # safetensors: a JSON header, then raw tensor bytes
+
+
+def test_progress_and_n_params(monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert list(progress(range(3))) == [0, 1, 2]
+    assert n_params(nn.Linear(3, 2)) == 8

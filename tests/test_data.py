@@ -1,0 +1,70 @@
+import pytest
+import torch
+from PIL import Image
+from argen_lit.data import (image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
+                            load_torchvision, make_loader)
+
+
+def test_mnist5k_split_is_fixed_disjoint_and_balanced():
+    xtr, ytr = load_mnist5k("train"); xte, yte = load_mnist5k("test"); xall, yall = load_mnist5k("all")
+    assert xtr.shape == (4000, 1, 28, 28) and xte.shape == (1000, 1, 28, 28) and xall.shape == (5000, 1, 28, 28)
+    assert xtr.dtype == xte.dtype == torch.uint8 and ytr.dtype == torch.int64
+    assert (torch.bincount(ytr) == 400).all() and (torch.bincount(yte) == 100).all()
+    # train and test share no image
+    tr = {bytes(x.numpy()) for x in xtr}; te = {bytes(x.numpy()) for x in xte}
+    assert not tr & te
+    # per class, the first 400 train: the first train image of class 3 is the first class-3 image overall
+    assert torch.equal(xtr[ytr == 3][0], xall[yall == 3][0]) and torch.equal(xte[yte == 3][-1], xall[yall == 3][-1])
+    assert torch.equal(load_mnist5k("train")[0], xtr)  # deterministic
+
+
+def test_unknown_split_and_dataset_are_clear_errors():
+    with pytest.raises(ValueError, match="split"):
+        load_mnist5k("valid")
+    with pytest.raises(ValueError, match="name"):
+        load_dataset("imagenet")
+
+
+def test_digits8_levels_and_scaling():
+    x, y = load_digits8("train", levels=True)
+    assert x.shape[1:] == (1, 8, 8) and x.max() == 16 and x.dtype == torch.uint8
+    x255, _ = load_digits8("train")
+    assert x255.max() == 255
+    assert len(load_digits8("train")[0]) + len(load_digits8("test")[0]) == 1797
+
+
+def test_image_folder_round_trip_and_errors(tmp_path):
+    xtr, ytr = load_mnist5k("train")
+    for c in (0, 1):
+        (tmp_path / str(c)).mkdir()
+        for i in range(2): Image.fromarray(xtr[ytr == c][i, 0].numpy()).save(tmp_path / str(c) / f"{i}.png")
+    x, y, classes = load_image_folder(tmp_path)
+    assert classes == ["0", "1"] and y.tolist() == [0, 0, 1, 1]
+    assert torch.equal(x[2], xtr[ytr == 1][0])
+    with pytest.raises(FileNotFoundError, match="path"):
+        load_image_folder(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        load_image_folder(tmp_path / "empty")
+
+
+def test_torchvision_never_downloads_unless_asked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        load_torchvision("MNIST", tmp_path)
+    assert not any(tmp_path.rglob("*.gz"))  # nothing fetched
+    with pytest.raises(ValueError, match="name"):
+        load_torchvision("ImageNet", tmp_path)
+
+
+def test_loader_seeded_shuffle_and_grid():
+    x, y = load_mnist5k("test")
+    a = next(iter(make_loader(x, y, batch_size=16, seed=1)))[1]
+    b = next(iter(make_loader(x, y, batch_size=16, seed=1)))[1]
+    c = next(iter(make_loader(x, y, batch_size=16, seed=2)))[1]
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    g = image_grid(x[:20], nrow=10, pad=2)
+    assert g.dtype == torch.uint8 and g.shape == (3, 2 * 30 + 2, 10 * 30 + 2)
+    with pytest.raises(ValueError, match="images"):
+        image_grid(x[0])
+    with pytest.raises(ValueError, match="batch_size"):
+        make_loader(x, y, batch_size=0)

@@ -1,0 +1,240 @@
+import pytest
+import torch
+from argen_lit.core import load_checkpoint, make_generator, save_checkpoint
+from argen_lit.transformer import (Transformer, TransformerConfig, apply_rope, attention_mask, cfg_logits,
+                                   filter_logits, generate, rope_angles, sample_logits)
+
+V = 11
+
+
+def model(**kw):
+    torch.manual_seed(0)
+    cfg = TransformerConfig.smoke(vocab_size=V, n_classes=4, max_seq_len=40, **kw)
+    return Transformer(cfg).eval()
+
+
+def tokens(B=2, T=24, seed=0):
+    return torch.randint(0, V, (B, T), generator=make_generator(seed))
+
+
+@pytest.mark.parametrize("rope", ["1d", "2d", "none"])
+def test_causal_future_tokens_do_not_change_past_logits(rope):
+    m = model(rope=rope, grid=(5, 5) if rope == "2d" else ())
+    x, y = tokens(), torch.tensor([1, 2])
+    base = m(x, y)
+    for j in (0, 7, 23):
+        x2 = x.clone(); x2[:, j] = (x2[:, j] + 3) % V
+        out = m(x2, y)
+        # input token j sits at position j + 1 (after the class token): positions <= j must not move
+        torch.testing.assert_close(out[:, : j + 1], base[:, : j + 1], atol=1e-6, rtol=0)
+        assert not torch.allclose(out[:, j + 1:], base[:, j + 1:])
+
+
+def test_causal_by_gradient_on_embeddings():
+    m = model()
+    e = torch.randn(1, 12, m.config.d_model, requires_grad=True)
+    h = m(embeds=e, return_hidden=True)  # (1, 13, d): class token + 12 inputs
+    for i in range(13):
+        (g,) = torch.autograd.grad(h[0, i].sum(), e, retain_graph=True)
+        seen = g[0].abs().sum(-1) > 0
+        assert not seen[i:].any(), f"output {i} depends on inputs >= {i}"  # input j is position j + 1
+
+
+@pytest.mark.parametrize("chunks", [[24], [1] * 24, [5, 1, 1, 10, 7], [0, 24]])
+def test_kv_cache_decoding_equals_full_forward(chunks):
+    m = model()
+    x, y = tokens(), torch.tensor([0, 3])
+    full = m(x, y)
+    cache, outs, at = m.new_cache(2), [], 0
+    for n in chunks:
+        outs.append(m(x[:, at:at + n], y if at == 0 and not outs else None, cache=cache)); at += n
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-4)
+    assert cache.length == 25
+
+
+def test_kv_cache_with_block_causal_mask_equals_full_forward():
+    m = model()
+    sizes = [1, 1, 4, 9, 10]  # class token block, then blocks as in next-scale prediction
+    x, y = tokens(T=24), torch.tensor([1, 2])
+    full = m(x, y, mask="block_causal", block_sizes=sizes)
+    cache, outs, at = m.new_cache(2), [], 0
+    outs.append(m(x[:, :0], y, mask="block_causal", block_sizes=sizes, cache=cache))
+    for n in sizes[1:]:
+        outs.append(m(x[:, at:at + n], mask="block_causal", block_sizes=sizes, cache=cache)); at += n
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_cache_crop_then_redecode_matches():
+    m = model()
+    x, y = tokens(), torch.tensor([0, 1])
+    full = m(x, y)
+    cache = m.new_cache(2)
+    m(x[:, :10], y, cache=cache)
+    m(torch.zeros(2, 5, dtype=torch.long), cache=cache)  # a wrong guess ...
+    cache.crop(11)                                       # ... rolled back
+    torch.testing.assert_close(m(x[:, 10:], cache=cache), full[:, 11:], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="length"):
+        cache.crop(99)
+
+
+def test_block_causal_mask_sees_only_earlier_or_same_blocks():
+    sizes = [1, 2, 3, 4]
+    m, _ = attention_mask("block_causal", 10, 10, sizes)
+    block = torch.repeat_interleave(torch.arange(4), torch.tensor(sizes))
+    for i in range(10):
+        for j in range(10):
+            assert m[i, j] == (block[j] <= block[i])
+    # with a cache: the last block's 4 queries see all 10 keys
+    tail, _ = attention_mask("block_causal", 4, 10, sizes)
+    assert tail.all()
+    with pytest.raises(ValueError, match="block_sizes"):
+        attention_mask("block_causal", 10, 10, [1, 2])
+    with pytest.raises(ValueError, match="block_sizes"):
+        attention_mask("block_causal", 3, 3, None)
+
+
+def test_full_mask_is_bidirectional():
+    m = model()
+    x, y = tokens(), torch.tensor([1, 2])
+    base = m(x, y, mask="full")
+    x2 = x.clone(); x2[:, -1] = (x2[:, -1] + 1) % V
+    assert not torch.allclose(m(x2, y, mask="full")[:, 0], base[:, 0])  # the first position sees the last token
+
+
+def test_custom_bool_mask_matches_named_mask():
+    m = model()
+    x, y = tokens(), torch.tensor([1, 2])
+    tril = torch.ones(25, 25, dtype=torch.bool).tril()
+    torch.testing.assert_close(m(x, y, mask=tril), m(x, y), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("axes", [1, 2])
+def test_rope_scores_depend_only_on_relative_position(axes):
+    g = make_generator(0)
+    q, k = torch.randn(16, generator=g), torch.randn(16, generator=g)
+    def score(m, n):
+        pos = torch.tensor([[m] * axes, [n] * axes])
+        a = rope_angles(pos, 16)
+        return (apply_rope(q[None], a[:1]) * apply_rope(k[None], a[1:])).sum().item()
+    assert score(2, 0) == pytest.approx(score(30, 28), abs=1e-4)
+    assert score(5, 9) == pytest.approx(score(105, 109), abs=1e-4)
+    assert score(2, 0) != pytest.approx(score(3, 0), abs=1e-4)  # but the offset itself matters
+
+
+def test_same_seed_same_samples_and_cfg_changes_them():
+    m = model()
+    y = torch.tensor([0, 1, 2, 3])
+    a = generate(m, 20, y, generator=make_generator(5), top_k=5)
+    b = generate(m, 20, y, generator=make_generator(5), top_k=5)
+    c = generate(m, 20, y, generator=make_generator(6), top_k=5)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (4, 20) and a.min() >= 0 and a.max() < V
+    d = generate(m, 20, y, generator=make_generator(5), top_k=5, cfg_scale=3.0)
+    assert not torch.equal(a, d)
+    u = generate(m, 5, batch_size=3, generator=make_generator(0))
+    assert u.shape == (3, 5)
+
+
+def test_generate_matches_uncached_greedy_decoding():
+    m = model()
+    y = torch.tensor([2, 3])
+    out = generate(m, 10, y, temperature=0)
+    seq = torch.empty(2, 0, dtype=torch.long)
+    for _ in range(10):
+        nxt = m(seq, y)[:, -1].argmax(-1, keepdim=True)
+        seq = torch.cat([seq, nxt], 1)
+    assert torch.equal(out, seq)
+
+
+def test_label_dropout_uses_null_class_only_in_training():
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=V, n_classes=4, label_dropout=1.0))
+    x, y = tokens(), torch.tensor([1, 2])
+    m.train()
+    dropped = m(x, y)
+    m.eval()
+    torch.testing.assert_close(dropped, m(x, torch.tensor([4, 4])))  # id 4 = the null class
+    assert not torch.allclose(m(x, y), dropped)
+
+
+def test_sampling_filters_and_cfg_convention():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, top_k=2)[0, 2:]).all()
+    kept = ~torch.isinf(filter_logits(logits, top_p=0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    draws = sample_logits(logits.expand(500, 4), top_k=1, generator=make_generator(0))
+    assert (draws == 0).all()
+    cond, unc = torch.tensor([2.0]), torch.tensor([1.0])
+    assert cfg_logits(cond, unc, 1.0) == cond and cfg_logits(cond, unc, 0.0) == unc and cfg_logits(cond, unc, 3.0) == 4.0
+
+
+def test_checkpoint_round_trip_gives_identical_samples(tmp_path):
+    m = model()
+    save_checkpoint(m, tmp_path)
+    m2 = load_checkpoint(Transformer(m.config).eval(), tmp_path)
+    y = torch.tensor([0, 1])
+    assert torch.equal(generate(m, 12, y, generator=make_generator(3)), generate(m2, 12, y, generator=make_generator(3)))
+    with pytest.raises(ValueError, match="d_model"):
+        load_checkpoint(Transformer(TransformerConfig.smoke(vocab_size=V, n_classes=4, max_seq_len=40, d_model=32)), tmp_path)
+
+
+def test_continuous_inputs_without_vocab():
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=0, n_classes=2))
+    h = m(embeds=torch.randn(3, 7, 64), labels=torch.tensor([0, 1, 2]), mask="full")
+    assert h.shape == (3, 8, 64)
+    with pytest.raises(ValueError, match="embeds"):
+        m(tokens=torch.zeros(3, 7, dtype=torch.long))
+
+
+def test_bad_input_gets_clear_errors():
+    m = model()
+    x, y = tokens(), torch.tensor([1, 2])
+    with pytest.raises(TypeError, match="tokens"):
+        m(x.float(), y)
+    with pytest.raises(ValueError, match="tokens"):
+        m(x + V, y)
+    with pytest.raises(ValueError, match="tokens"):
+        m(x - 100, y)
+    with pytest.raises(ValueError, match="tokens"):
+        m(x[0], y)  # missing batch dimension
+    with pytest.raises(ValueError, match="labels"):
+        m(x, torch.tensor([1, 9]))
+    with pytest.raises(ValueError, match="labels"):
+        m(x, torch.tensor([1]))
+    with pytest.raises(ValueError, match="mask"):
+        m(x, y, mask="diagonal")
+    with pytest.raises(TypeError, match="mask"):
+        m(x, y, mask=torch.ones(25, 25))
+    with pytest.raises(ValueError, match="mask"):
+        m(x, y, mask=torch.ones(3, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="tokens/embeds"):
+        m(labels=y)
+    with pytest.raises(ValueError, match="positions"):
+        m(torch.zeros(2, 45, dtype=torch.long), y)  # longer than max_seq_len
+    cache = m.new_cache(2, max_len=5)
+    with pytest.raises(ValueError, match="cache"):
+        m(x, y, cache=cache)
+    assert cache.length == 0  # refused before anything was written
+    with pytest.raises(ValueError, match="cache"):
+        m(x[:1, :2], y[:1], cache=cache)
+    cache = m.new_cache(2)
+    m(x[:, :3], y, cache=cache)
+    with pytest.raises(ValueError, match="labels"):
+        m(x[:, 3:4], y, cache=cache)  # the class token is already in the cache
+    with pytest.raises(ValueError, match="n_heads"):
+        TransformerConfig(d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="rope"):
+        TransformerConfig(rope="3d")
+    with pytest.raises(ValueError, match="grid"):
+        TransformerConfig(rope="2d")
+    with pytest.raises(ValueError, match="cfg_scale"):
+        generate(m, 4, y, cfg_scale=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        sample_logits(torch.zeros(1, 3), temperature=-1)
+    with pytest.raises(ValueError, match="top_k"):
+        sample_logits(torch.zeros(1, 3), top_k=0)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_logits(torch.zeros(1, 3), top_p=1.5)
+    with pytest.raises(ValueError, match="n_tokens"):
+        generate(m, 0, y)
