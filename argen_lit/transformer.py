@@ -231,6 +231,9 @@ class Transformer(nn.Module):
                 embeds: torch.Tensor | None = None, mask="causal", block_sizes=None,
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
                 return_hidden: bool = False) -> torch.Tensor:
+        """Logits (B, L, vocab), or hidden states (B, L, d) with `return_hidden`, for `tokens` (B, T) or `embeds`
+        (B, T, d); L = T + 1 at the start of a sequence (class token first), else T. `positions` (max_len, axes)
+        replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool."""
         x = self.embed_inputs(tokens, embeds)
         start = cache.length if cache is not None else 0
         if start == 0: x = torch.cat([self.class_tokens(labels, x.shape[0]).to(x.dtype), x], dim=1)
