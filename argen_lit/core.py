@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config',
-           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'n_params']
+           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -143,3 +143,13 @@ def progress(iterable=None, desc: str | None = None, total: int | None = None, d
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters in `model`."
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+# %% ../nbs/00_core.ipynb #a23285f1
+def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:
+    "Raise a clear error unless `ids` is an integer tensor with values in [0, upper) (and the given shape)."
+    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+    if shape is not None and tuple(ids.shape) != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= upper):
+        raise ValueError(f"{name}: values must lie in [0, {upper - 1}], got [{ids.min().item()}, {ids.max().item()}]")

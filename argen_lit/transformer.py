@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config
+from .core import Config, check_ids
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions', 'SwiGLU',
-           'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'check_ids', 'cfg_logits',
-           'filter_logits', 'sample_logits', 'generate']
+           'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'cfg_logits', 'filter_logits',
+           'sample_logits', 'generate']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -266,15 +266,6 @@ class Transformer(nn.Module):
         check_ids(tokens, "tokens", c.vocab_size)
         if tokens.ndim != 2: raise ValueError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
         return self.tok_emb(tokens)
-
-def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:
-    "Raise a clear error unless `ids` is an integer tensor with values in [0, upper) (and the given shape)."
-    if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
-    if shape is not None and tuple(ids.shape) != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= upper):
-        raise ValueError(f"{name}: values must lie in [0, {upper - 1}], got [{ids.min().item()}, {ids.max().item()}]")
 
 # %% ../nbs/02_transformer.ipynb #c2387c3f
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
