@@ -1,0 +1,128 @@
+import math
+import pytest
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from argen_lit.core import make_generator
+from argen_lit.data import load_mnist5k
+from argen_lit.eval import (EXTRACTOR_NAME, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
+                            count_forward_passes, evaluate, independent_pixel_samples, leaderboard_record,
+                            load_classifier, read_records, records_table, register_extractor, shipped_accuracy,
+                            shipped_classifier_dir, train_classifier)
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return load_mnist5k("test")
+
+
+def test_bits_per_dim_uniform_256_way_model_is_8():
+    x, _ = load_mnist5k("test")
+    logits = torch.zeros(10, 256, 784, dtype=torch.float64)
+    nll = F.cross_entropy(logits, x[:10].flatten(1).long(), reduction="none").sum(1)  # nats per image
+    assert bits_per_dim(nll.mean().item(), 784) == pytest.approx(8.0, abs=1e-6)
+    assert bits_per_dim(784 * math.log(2), 784) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="dims"):
+        bits_per_dim(1.0, 0)
+
+
+def test_shipped_classifier_is_small_and_accurate(test_split):
+    x, y = test_split
+    size = (shipped_classifier_dir() / "model.safetensors").stat().st_size
+    assert size < 500_000
+    acc = classifier_accuracy(load_classifier(), x, y)
+    assert acc >= 0.985 and acc == pytest.approx(shipped_accuracy(), abs=1e-6)
+
+
+def test_retrain_matches_shipped_accuracy(test_split):
+    _, acc = train_classifier(epochs=10, seed=0)
+    assert acc == pytest.approx(shipped_accuracy(), abs=0.003)
+
+
+def test_registration_is_guarded():
+    assert register_extractor() == register_extractor() == EXTRACTOR_NAME
+    assert EXTRACTOR_NAME in FEATURE_EXTRACTORS_REGISTRY
+    with pytest.raises(Exception):  # torch-fidelity itself refuses a second registration
+        torch_fidelity.register_feature_extractor(EXTRACTOR_NAME, FEATURE_EXTRACTORS_REGISTRY[EXTRACTOR_NAME])
+
+
+def test_evaluate_is_deterministic_and_orders_baselines(test_split):
+    xte, yte = test_split
+    xtr, ytr = load_mnist5k("train")
+    pick = torch.randperm(4000, generator=make_generator(0))[:1000]  # the splits are sorted by class: sample across them
+    real, labels = xtr[pick], ytr[pick]
+    a = evaluate(real, labels)
+    b = evaluate(real, labels)
+    assert a == b
+    assert set(a) >= {"fid", "kid_mean", "kid_std", "precision", "recall", "class_accuracy", "n_samples"}
+    assert a["n_samples"] == 1000 and a["class_accuracy"] > 0.98 and a["kid_std"] > 0
+    noise = evaluate(torch.randint(0, 256, (500, 1, 28, 28), generator=make_generator(0), dtype=torch.uint8))
+    indep = evaluate(independent_pixel_samples(xtr, 500, make_generator(0)))
+    blurred = evaluate(blur(xte[torch.randperm(1000, generator=make_generator(1))[:500]]))
+    assert noise["fid"] > indep["fid"] > blurred["fid"] > a["fid"]
+    assert a["precision"] > blurred["precision"] and a["recall"] > indep["recall"]
+    # the documented float conversion gives exactly the uint8 result
+    assert evaluate(real.float() / 255, labels) == a
+
+
+def test_evaluate_against_a_tensor_reference_and_small_sets(test_split):
+    xte, _ = test_split
+    r = evaluate(xte[:40], reference=xte[40:80])
+    assert r["n_samples"] == 40 and r["n_reference"] == 40 and r["class_accuracy"] is None
+
+
+def test_bad_input_gets_clear_errors(test_split):
+    xte, yte = test_split
+    with pytest.raises(ValueError, match=r"samples: float images must lie in \[0, 1\]"):
+        evaluate(xte[:100].float())
+    with pytest.raises(ValueError, match="samples: expected shape"):
+        evaluate(xte[:100].expand(-1, 3, -1, -1))
+    with pytest.raises(ValueError, match="samples: expected shape"):
+        evaluate(xte[:100, :, :20])
+    with pytest.raises(ValueError, match="samples: integer images must lie in 0..255"):
+        evaluate(xte[:100].long() * 2)
+    with pytest.raises(TypeError, match="samples"):
+        evaluate(xte[:100].numpy())
+    with pytest.raises(ValueError, match="samples: need at least"):
+        evaluate(xte[:5])
+    with pytest.raises(ValueError, match="kid_subset_size"):
+        evaluate(xte[:100], kid_subset_size=500)
+    with pytest.raises(ValueError, match="labels: 99 labels for 100 samples"):
+        evaluate(xte[:100], labels=yte[:99])
+    with pytest.raises(ValueError, match="labels"):
+        evaluate(xte[:100], labels=yte[:100] + 10)
+    with pytest.raises(ValueError, match="reference"):
+        evaluate(xte[:100], reference="validation")
+    with pytest.raises(FileNotFoundError, match="inception_weights"):
+        evaluate(xte[:100], inception_weights="/nonexistent/pt_inception.pth")
+    assert as_uint8_images(xte[:3, 0]).shape == (3, 1, 28, 28)  # (N, 28, 28) gains its channel
+
+
+def test_forward_pass_counting_and_speed_rows():
+    lin = torch.nn.Linear(4, 4)
+    with count_forward_passes(lin) as c:
+        for _ in range(7): lin(torch.zeros(2, 4))
+    assert c["n"] == 7
+    lin(torch.zeros(1, 4)); assert c["n"] == 7  # the hook is gone after the block
+    def slow(n):
+        for _ in range(5): lin(torch.zeros(n, 4))
+    def fast(n): lin(torch.zeros(n, 4))
+    rows = compare_speed({"slow": (slow, lin), "fast": (fast, lin)}, n_images=8, rounds=2)
+    assert [r["forward_passes_per_image"] for r in rows] == [5, 1]
+    assert rows[0]["speedup"] == 1.0 and rows[1]["images_per_s"] > 0
+    with pytest.raises(ValueError, match="samplers"):
+        compare_speed({}, 4)
+
+
+def test_leaderboard_records_round_trip(tmp_path):
+    path = tmp_path / "runs" / "results.jsonl"
+    assert read_records(path) == []
+    leaderboard_record("pixels", {"fid": 12.5, "bits_per_dim": 0.9}, config={"d": 64}, device="cpu", seconds=3.0, path=path)
+    leaderboard_record("vq", {"fid": 8.25, "class_accuracy": 0.97}, device="cpu", seconds=4.0, path=path)
+    recs = read_records(path)
+    assert [r["paradigm"] for r in recs] == ["pixels", "vq"] and recs[0]["config"] == {"d": 64} and "date" in recs[0]
+    table = records_table(recs, columns=("fid", "bits_per_dim", "class_accuracy"))
+    lines = table.splitlines()
+    assert lines[0] == "| paradigm | fid | bits_per_dim | class_accuracy | device | seconds |"
+    assert lines[2] == "| pixels | 12.5 | 0.9 | - | cpu | 3 |" and lines[3] == "| vq | 8.25 | - | 0.97 | cpu | 4 |"
