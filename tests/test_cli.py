@@ -15,7 +15,7 @@ def test_find_notebooks_by_number_stem_or_name():
 def test_info_command(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "device:" in out and "MNIST-5k found (4000 train / 1000 test" in out
+    assert "device:" in out and "MNIST-5k found (4000 train / 1000 test" in out and "test accuracy" in out
 
 
 def test_console_script_is_installed():
