@@ -151,5 +151,6 @@ def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:
         raise TypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
     if shape is not None and tuple(ids.shape) != shape:
         raise ValueError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
-    if ids.numel() and (ids.min() < 0 or ids.max() >= upper):
-        raise ValueError(f"{name}: values must lie in [0, {upper - 1}], got [{ids.min().item()}, {ids.max().item()}]")
+    if ids.numel():
+        lo, hi = ids.min().item(), ids.max().item()  # Python ints: a uint8 tensor compared with 256 would wrap
+        if lo < 0 or hi >= upper: raise ValueError(f"{name}: values must lie in [0, {upper - 1}], got [{lo}, {hi}]")
