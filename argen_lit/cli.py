@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #bfa04078
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, sys, time
 from pathlib import Path
 import torch
 import argen_lit

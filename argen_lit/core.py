@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #8438b5c7
 from __future__ import annotations
-import contextlib, dataclasses, json, os, random
+import contextlib, json, os, random
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -117,7 +117,7 @@ def load_config(directory: str | Path, config_cls: type[Config]) -> Config:
 
 def load_checkpoint(model: nn.Module, directory: str | Path) -> nn.Module:
     "Load a checkpoint folder into `model`, refusing a different config or mismatched tensor names/shapes."
-    rec = _read_record(directory)
+    _read_record(directory)  # both files present, or a clear error
     config = getattr(model, "config", None)
     if isinstance(config, Config):
         saved = load_config(directory, type(config))

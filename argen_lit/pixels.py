@@ -4,12 +4,12 @@
 
 # %% ../nbs/10_pixels.ipynb #fc2a1284
 from __future__ import annotations
-import math
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_ids, progress
+from .core import Config, check_ids, make_generator, progress
+from .data import make_loader
 from .eval import bits_per_dim
 from .transformer import cfg_logits
 

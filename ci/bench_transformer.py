@@ -7,7 +7,7 @@ machine noise hits both alike, and the median of the rounds is reported with the
     python ci/bench_transformer.py                 # CPU-sized batch and rounds (prints the ratio)
     python ci/bench_transformer.py --batch 256 --compile   # the GPU reference run
 """
-import argparse, json, math, statistics, sys, time
+import argparse, json, statistics, sys, time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
