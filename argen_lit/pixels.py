@@ -11,7 +11,7 @@ from torch import nn
 from .core import Config, check_ids, make_generator, progress
 from .data import make_loader
 from .eval import bits_per_dim
-from .transformer import cfg_logits
+from .transformer import cfg_logits, sample_logits
 
 # %% auto #0
 __all__ = ['MaskedConv2d', 'NaivePixelCNN', 'receptive_field', 'shift_down', 'GatedLayer', 'PixelCNNConfig', 'GatedPixelCNN',
@@ -156,10 +156,6 @@ def train_pixelcnn(model: GatedPixelCNN, images, labels, epochs: int = 12, batch
     return losses
 
 # %% ../nbs/10_pixels.ipynb #e5f6de96
-def _draw(logits, temperature, generator):
-    if temperature == 0: return logits.argmax(-1)
-    return torch.multinomial((logits.float() / temperature).softmax(-1), 1, generator=generator)[:, 0]
-
 def _check_sampling(model, labels, temperature, cfg_scale):
     check_ids(labels, "labels", model.config.n_classes + 1)
     if labels.ndim != 1: raise ValueError(f"labels: expected shape (B,), got {tuple(labels.shape)}")
@@ -190,7 +186,7 @@ def sample(model: GatedPixelCNN, labels: torch.Tensor, temperature: float = 1.0,
             for layer, (_, ch), va in zip(model.layers, conds, v_above): h = layer.h_step(h, va, ch)
             logits = model.head(h[..., col:col + 1])[:, :, 0, 0]
             if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-            x[:, 0, r, col] = _draw(logits, temperature, generator).to(torch.uint8)
+            x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
         v = rows(r)  # row r is complete: extend each vertical stack by one row
         for i, (layer, (cv, _)) in enumerate(zip(model.layers, conds)):
             vin[i][:, :, r + layer.kh - 1, layer.k // 2: layer.k // 2 + S] = v[:, :, 0]
@@ -211,5 +207,5 @@ def sample_naive(model: GatedPixelCNN, labels: torch.Tensor, temperature: float 
         for col in range(c.image_size):
             logits = model(torch.cat([x, x]) if guided else x, labels)[:, :, r, col]
             if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-            x[:, 0, r, col] = _draw(logits, temperature, generator).to(torch.uint8)
+            x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
     return x
