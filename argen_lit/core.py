@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config',
-           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'n_params', 'check_ids']
+           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'one_cycle', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -138,6 +138,13 @@ def progress(iterable=None, desc: str | None = None, total: int | None = None, d
     "A tqdm progress bar; hidden when `disable` is True or $TQDM_DISABLE is set to 1."
     if disable is None: disable = os.environ.get("TQDM_DISABLE", "0") not in ("", "0", "false", "False")
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kw)
+
+# %% ../nbs/00_core.ipynb #df130b7e
+def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: float = 0.1):
+    "One-cycle LR schedule over `steps` (warm-up share `warmup`, then cosine decay); constant under ten steps."
+    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
+    if steps < 10: return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
 
 # %% ../nbs/00_core.ipynb #3708ab8f
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -8,13 +8,14 @@ import functools
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from .core import make_generator
 
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
-           'image_grid', 'show_grid', 'load_digits8', 'load_image_folder', 'load_torchvision', 'TensorImages',
-           'make_loader', 'load_dataset']
+           'image_grid', 'show_grid', 'load_digits8', 'load_image_folder', 'load_torchvision', 'random_affine',
+           'augment_digits', 'TensorImages', 'make_loader', 'load_dataset']
 
 # %% ../nbs/01_data.ipynb #c395289f
 SPLITS = ("train", "test", "all")
@@ -120,6 +121,27 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     elif data.shape[-1] == 3: data = data.permute(0, 3, 1, 2)  # CIFAR stores NHWC
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+# %% ../nbs/01_data.ipynb #9fa8dff1
+def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2, scale: float = 0.1, shift: float = 0.15):
+    "Random rotation (radians), scale and shift (fraction of half the width) for a float batch (B, C, H, W)."
+    n = len(x)
+    r = (torch.rand(n, generator=generator) * 2 - 1) * rot
+    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+    t = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
+    theta = torch.stack([torch.stack([s * r.cos(), -s * r.sin(), t[:, 0]], 1),
+                         torch.stack([s * r.sin(), s * r.cos(), t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)
+
+
+def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    "The uint8 `images` followed by `copies - 1` randomly rotated, scaled and shifted versions, with their labels."
+    if copies < 1: raise ValueError(f"copies: expected >= 1, got {copies}")
+    if len(labels) != len(images): raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
+    g = make_generator(seed)
+    extra = [random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8) for _ in range(copies - 1)]
+    return torch.cat([images, *extra]), labels.repeat(copies)
 
 # %% ../nbs/01_data.ipynb #a89ef082
 class TensorImages(Dataset):

@@ -18,14 +18,14 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from .core import (Config, check_ids, default_device, load_checkpoint, load_config, make_generator,
                             progress, save_checkpoint)
-from .data import load_mnist5k
+from .data import load_mnist5k, random_affine
 
 # %% auto #0
 __all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUMNS', 'ClassifierConfig', 'conv_bn',
-           'DigitClassifier', 'random_affine', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir',
-           'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor',
-           'as_uint8_images', 'ImageSet', 'evaluate', 'independent_pixel_samples', 'blur', 'bits_per_dim',
-           'count_forward_passes', 'compare_speed', 'leaderboard_record', 'read_records', 'records_table']
+           'DigitClassifier', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir', 'save_classifier',
+           'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor', 'as_uint8_images',
+           'ImageSet', 'evaluate', 'independent_pixel_samples', 'blur', 'bits_per_dim', 'count_forward_passes',
+           'compare_speed', 'leaderboard_record', 'read_records', 'records_table']
 
 # %% ../nbs/03_eval.ipynb #68c34d02
 @dataclass
@@ -54,18 +54,7 @@ class DigitClassifier(nn.Module):
 
     def forward(self, images): return self.features_and_logits(images)[1]
 
-# %% ../nbs/03_eval.ipynb #c57c8beb
-def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2, scale: float = 0.1, shift: float = 0.15):
-    "Random rotation (radians), scale and shift (fraction of half the width) for a float batch (B, C, H, W)."
-    n = len(x)
-    r = (torch.rand(n, generator=generator) * 2 - 1) * rot
-    s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
-    t = (torch.rand(n, 2, generator=generator) * 2 - 1) * shift
-    theta = torch.stack([torch.stack([s * r.cos(), -s * r.sin(), t[:, 0]], 1),
-                         torch.stack([s * r.sin(), s * r.cos(), t[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
-
+# %% ../nbs/03_eval.ipynb #a1f3c5e7
 @torch.no_grad()
 def classifier_accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     "Share of `images` whose predicted class equals `labels`."

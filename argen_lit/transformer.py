@@ -10,12 +10,13 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids
+from .core import Config, autocast, check_ids, one_cycle, progress
+from .data import make_loader
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions', 'SwiGLU',
            'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'cfg_logits', 'filter_logits',
-           'sample_logits', 'generate']
+           'sample_logits', 'generate', 'next_token_bits', 'train_next_token']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -300,8 +301,9 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 @torch.no_grad()
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    "Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional)."
+             generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+    """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
+    With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it."""
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
     if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
     if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
@@ -314,11 +316,57 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     cache = model.new_cache(len(lab), 1 + n_tokens)
     logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab.to(dev), cache=cache)[:, -1]
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
+    done = torch.zeros(B, dtype=torch.bool, device=dev)
     for i in range(n_tokens):
         step = cfg_logits(logits[:B], logits[B:], cfg_scale) if guided else logits
         out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
+        if stop_token is not None:
+            out[done, i] = stop_token
+            done |= out[:, i] == stop_token
+            if done.all(): out = out[:, :i + 1]; break
         if i + 1 < n_tokens:
             nxt = out[:, i:i + 1]
             logits = model(torch.cat([nxt, nxt]) if guided else nxt, cache=cache)[:, -1]
     model.train(was_training)
     return out
+
+# %% ../nbs/02_transformer.ipynb #f17a751f
+@torch.no_grad()
+def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500,
+                    pad_token: int | None = None) -> float:
+    "Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted."
+    was_training, dev = model.training, next(model.parameters()).device
+    model.eval(); total, ignore = 0.0, -100 if pad_token is None else pad_token
+    for i in range(0, len(tokens), batch_size):
+        x = tokens[i:i + batch_size].to(dev)
+        lab = labels[i:i + batch_size].to(dev) if labels is not None else None
+        with autocast(dev): logits = model(x[:, :-1], lab)
+        total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
+    model.train(was_training)
+    return total / (tokens != ignore).sum().item() / math.log(2)
+
+def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
+                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
+                     seed: int = 0, desc: str = "train", pad_token: int | None = None) -> list[float]:
+    """Teacher-forced next-token training on `tokens` (B, T): AdamW, one-cycle LR, clipping; returns bits/token per
+    step. Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
+    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
+    if tokens.ndim != 2: raise ValueError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
+    dev = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
+    sched = one_cycle(opt, lr, steps, warmup)
+    loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
+    model.train(); losses, it = [], iter(loader)
+    for _ in progress(range(steps), desc=desc):
+        try: batch = next(it)
+        except StopIteration: it = iter(loader); batch = next(it)
+        xb, yb = batch if labels is not None else (batch, None)
+        xb, yb = xb.to(dev), yb.to(dev) if yb is not None else None
+        with autocast(dev):
+            logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
+            loss = F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=-100 if pad_token is None else pad_token)
+        opt.zero_grad(set_to_none=True); loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+        losses.append(loss.item() / math.log(2))
+    model.eval()
+    return losses

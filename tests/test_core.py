@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 from argen_lit.core import (Config, autocast, default_device, load_checkpoint, load_config, make_generator,
-                            n_params, progress, save_checkpoint)
+                            n_params, one_cycle, progress, save_checkpoint)
 
 
 @dataclass
@@ -92,3 +92,18 @@ def test_progress_and_n_params(monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     assert list(progress(range(3))) == [0, 1, 2]
     assert n_params(nn.Linear(3, 2)) == 8
+
+
+@pytest.mark.parametrize("steps", [1, 3, 9, 10, 11, 40, 1000])
+def test_one_cycle_runs_any_length_and_never_exceeds_the_peak(steps):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched, rates = one_cycle(opt, 0.5, steps), []
+    for _ in range(steps): rates.append(opt.param_groups[0]["lr"]); opt.step(); sched.step()
+    assert max(rates) <= 0.5 + 1e-9
+    if steps >= 10: assert rates[0] < 0.5 * 0.1 and rates[-1] < 0.01 and max(rates) > 0.49  # warm-up, peak, decay
+
+
+def test_one_cycle_rejects_no_steps():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    with pytest.raises(ValueError, match="steps"):
+        one_cycle(opt, 0.5, 0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 from PIL import Image
-from argen_lit.data import (image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
+from argen_lit.data import (augment_digits, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
                             load_torchvision, make_loader)
 
 
@@ -68,3 +68,19 @@ def test_loader_seeded_shuffle_and_grid():
         image_grid(x[0])
     with pytest.raises(ValueError, match="batch_size"):
         make_loader(x, y, batch_size=0)
+
+
+def test_augment_digits_keeps_originals_labels_and_seed():
+    x, y = load_mnist5k("test")
+    x, y = x[:20], y[:20]
+    xa, ya = augment_digits(x, y, copies=3, seed=1)
+    assert xa.shape == (60, 1, 28, 28) and xa.dtype == torch.uint8 and torch.equal(ya, y.repeat(3))
+    assert torch.equal(xa[:20], x) and not torch.equal(xa[20:40], x) and not torch.equal(xa[20:40], xa[40:])
+    assert torch.equal(augment_digits(x, y, copies=3, seed=1)[0], xa)
+    assert not torch.equal(augment_digits(x, y, copies=3, seed=2)[0], xa)
+    assert (xa[20:].float().mean() - x.float().mean()).abs() < 10    # still digits on black, not noise
+    assert torch.equal(augment_digits(x, y, copies=1)[0], x)
+    with pytest.raises(ValueError, match="copies"):
+        augment_digits(x, y, copies=0)
+    with pytest.raises(ValueError, match="labels"):
+        augment_digits(x, y[:5], copies=2)

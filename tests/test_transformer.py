@@ -2,7 +2,8 @@ import pytest
 import torch
 from argen_lit.core import load_checkpoint, make_generator, save_checkpoint
 from argen_lit.transformer import (Transformer, TransformerConfig, apply_rope, attention_mask, cfg_logits,
-                                   filter_logits, generate, rope_angles, sample_logits)
+                                   filter_logits, generate, next_token_bits, rope_angles, sample_logits,
+                                   train_next_token)
 
 V = 11
 
@@ -238,3 +239,45 @@ def test_bad_input_gets_clear_errors():
         sample_logits(torch.zeros(1, 3), top_p=1.5)
     with pytest.raises(ValueError, match="n_tokens"):
         generate(m, 0, y)
+
+
+def test_train_next_token_learns_a_class_dependent_sequence_and_is_deterministic():
+    labels = torch.arange(64) % 4
+    seqs = (labels[:, None] + torch.arange(12)[None]) % V          # each class: its own fixed sequence
+    runs = []
+    for _ in range(2):
+        m = model(); m.train()
+        losses = train_next_token(m, seqs, labels, steps=60, batch_size=16, lr=3e-3)
+        runs.append(losses)
+    assert runs[0] == runs[1]                                        # same seed, same data order, same losses
+    bits = next_token_bits(m, seqs, labels)
+    assert bits < 0.5 < losses[0] and not m.training
+    assert abs(next_token_bits(model(), seqs, labels) - 3.46) < 0.5  # untrained: about log2(11) bits
+    with pytest.raises(ValueError, match="steps"):
+        train_next_token(m, seqs, labels, steps=0)
+    with pytest.raises(ValueError, match="tokens"):
+        train_next_token(m, seqs[0], labels, steps=1)
+
+
+def test_generate_stops_early_on_stop_token_and_pads_finished_rows():
+    m = model()
+    with torch.no_grad(): m.head.weight.zero_()                 # uniform logits: the stop token comes soon
+    full = generate(m, 30, torch.tensor([0, 1, 2, 3]), generator=make_generator(0))
+    stopped = generate(m, 30, torch.tensor([0, 1, 2, 3]), generator=make_generator(0), stop_token=3)
+    T = stopped.shape[1]
+    assert T <= 30 and torch.equal(stopped[:, :1], full[:, :1])
+    for row in stopped:
+        hits = (row == 3).nonzero()
+        if len(hits): assert (row[hits[0, 0]:] == 3).all()       # once drawn, the stop token repeats
+    if T < 30: assert (stopped[:, -1] == 3).all()                 # stopped early only when every row finished
+
+
+def test_pad_token_is_left_out_of_the_loss():
+    m = model()
+    seqs = tokens(4, 10)
+    padded = torch.cat([seqs, torch.full((4, 6), V - 1)], 1)
+    seqs = seqs.clamp(max=V - 2)
+    padded[:, :10] = seqs
+    a = next_token_bits(m, seqs, torch.zeros(4, dtype=torch.long))
+    b = next_token_bits(m, padded, torch.zeros(4, dtype=torch.long), pad_token=V - 1)
+    assert abs(a - b) < 1e-5                                     # the padded tail changes nothing
