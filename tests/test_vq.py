@@ -3,7 +3,7 @@ import torch
 from argen_lit.core import make_generator, save_checkpoint
 from argen_lit.data import load_mnist5k
 from argen_lit.transformer import Transformer, TransformerConfig, train_next_token
-from argen_lit.vq import (FSQ, LFQ, QUANTIZERS, EMAVectorQuantizer, Tokenizer, TokenizerConfig, VectorQuantizer,
+from argen_lit.vq import (FSQ, LFQ, QUANTIZERS, EMAVectorQuantizer, Tokenizer, TokenizerConfig,
                           codebook_stats, evaluate_tokenizer, load_prior, load_tokenizer, make_quantizer, sample_images,
                           train_tokenizer)
 
