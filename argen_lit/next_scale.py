@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from .core import Config, check_ids
-from .transformer import Transformer, TransformerConfig, cfg_logits, sample_logits
+from .transformer import Transformer, TransformerConfig, cfg_logits, sample_logits, with_null_class
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats
 
 # %% auto #0
@@ -89,7 +89,6 @@ class MultiScaleConfig(Config):
     channels: int = 32                  # conv width of encoder/decoder (as in 20_vq)
     beta: float = 0.25                  # commitment weight
     image_size: int = 28                # square one-channel images
-    quantizer = "multi-scale EMA"       # (not a field) the name train_tokenizer shows
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 8, **kw})
 
@@ -188,7 +187,7 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
         check_ids(given, "given", q.n_codes)
     guided = cfg_scale != 1.0
     lab = labels.to(dev)
-    if guided: lab = torch.cat([lab, torch.full_like(lab, t.config.null_class)])
+    if guided: lab = with_null_class(lab, t.config.null_class)
     was_training = prior.training; prior.eval()
     cache = t.new_cache(len(lab), bounds[-1])
     step = dict(mask="block_causal", block_sizes=prior.block_sizes, positions=prior.positions, cache=cache)

@@ -11,7 +11,7 @@ from torch import nn
 from .core import Config, check_ids, make_generator, progress
 from .data import make_loader
 from .eval import bits_per_dim
-from .transformer import cfg_logits, sample_logits
+from .transformer import cfg_logits, sample_logits, with_null_class
 
 # %% auto #0
 __all__ = ['MaskedConv2d', 'NaivePixelCNN', 'receptive_field', 'shift_down', 'GatedLayer', 'PixelCNNConfig', 'GatedPixelCNN',
@@ -172,7 +172,7 @@ def sample(model: GatedPixelCNN, labels: torch.Tensor, temperature: float = 1.0,
     model.eval(); dev = next(model.parameters()).device
     B, S, guided = len(labels), c.image_size, cfg_scale != 1.0
     labels = labels.to(dev)
-    if guided: labels = torch.cat([labels, torch.full_like(labels, c.n_classes)])  # conditional rows, then null-class rows
+    if guided: labels = with_null_class(labels, c.n_classes)
     x = torch.zeros(B, 1, S, S, dtype=torch.uint8, device=dev)
     def rows(r):  # row r of the image as network input, duplicated for the null-class half when guiding
         xr = x[:, :, r:r + 1].float() / 127.5 - 1
@@ -201,7 +201,7 @@ def sample_naive(model: GatedPixelCNN, labels: torch.Tensor, temperature: float 
     _check_sampling(model, labels, temperature, cfg_scale)
     c, dev = model.config, next(model.parameters()).device
     B, guided, labels = len(labels), cfg_scale != 1.0, labels.to(dev)
-    if guided: labels = torch.cat([labels, torch.full_like(labels, c.n_classes)])
+    if guided: labels = with_null_class(labels, c.n_classes)
     x = torch.zeros(B, 1, c.image_size, c.image_size, dtype=torch.uint8, device=dev)
     for r in range(c.image_size):
         for col in range(c.image_size):

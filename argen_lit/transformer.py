@@ -15,8 +15,8 @@ from .data import make_loader
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions', 'SwiGLU',
-           'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'cfg_logits', 'filter_logits',
-           'sample_logits', 'generate', 'next_token_bits', 'train_next_token']
+           'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'with_null_class', 'cfg_logits',
+           'filter_logits', 'sample_logits', 'generate', 'next_token_bits', 'train_next_token']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -269,6 +269,10 @@ class Transformer(nn.Module):
         return self.tok_emb(tokens)
 
 # %% ../nbs/02_transformer.ipynb #c2387c3f
+def with_null_class(labels: torch.Tensor, null_class: int) -> torch.Tensor:
+    "Labels for a guided batch: the conditional rows, then the same number of null-class (unconditional) rows."
+    return torch.cat([labels, torch.full_like(labels, null_class)])
+
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     "Classifier-free guidance, LlamaGen's convention: uncond + scale * (cond - uncond); scale 1 = no guidance."
     if scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {scale}")
@@ -311,7 +315,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     B = len(labels) if labels is not None else batch_size
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
     guided = cfg_scale != 1.0
-    lab = torch.cat([labels, torch.full_like(labels, c.null_class)]) if guided else labels
+    lab = with_null_class(labels, c.null_class) if guided else labels
     was_training = model.training; model.eval()
     cache = model.new_cache(len(lab), 1 + n_tokens)
     logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab.to(dev), cache=cache)[:, -1]

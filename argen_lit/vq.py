@@ -278,7 +278,7 @@ def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, bat
     sched = one_cycle(opt, lr, steps, warmup=0.05)
     loader, losses = make_loader(images, batch_size=batch_size, seed=seed, drop_last=True), []
     tok.train(); it = iter(loader)
-    for _ in progress(range(steps), desc=f"train tokenizer ({tok.config.quantizer})"):
+    for _ in progress(range(steps), desc=f"train {type(tok).__name__}"):
         try: xb = next(it)
         except StopIteration: it = iter(loader); xb = next(it)
         rec, q = tok(xb)
