@@ -14,9 +14,10 @@ from .core import Config, autocast, check_ids, one_cycle, progress
 from .data import make_loader
 
 # %% auto #0
-__all__ = ['MASK_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions', 'SwiGLU',
-           'KVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer', 'with_null_class', 'cfg_logits',
-           'filter_logits', 'sample_logits', 'generate', 'next_token_bits', 'train_next_token']
+__all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
+           'SwiGLU', 'KVCache', 'GrowingKVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer',
+           'with_null_class', 'cfg_logits', 'filter_logits', 'sample_logits', 'generate', 'next_token_bits',
+           'train_on_tokens', 'train_next_token']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -121,6 +122,21 @@ class KVCache:
         if not 0 <= length <= self.length: raise ValueError(f"length: expected 0..{self.length}, got {length}")
         self.length = length
 
+class GrowingKVCache(KVCache):
+    "The textbook cache, for comparison: each step concatenates its keys/values onto new tensors; no size limit."
+    def __init__(self, batch_size: int):
+        self.k, self.v, self.length, self.max_len, self.batch_size = {}, {}, 0, float("inf"), batch_size
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer in self.k: k, v = torch.cat([self.k[layer], k], 2), torch.cat([self.v[layer], v], 2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+    def crop(self, length: int) -> None:
+        super().crop(length)
+        self.k = {i: t[:, :, :length] for i, t in self.k.items()}
+        self.v = {i: t[:, :, :length] for i, t in self.v.items()}
+
 # %% ../nbs/02_transformer.ipynb #61a65cb7
 class Attention(nn.Module):
     "Multi-head self-attention with RoPE, any mask, and an optional KV cache."
@@ -166,6 +182,7 @@ class TransformerConfig(Config):
     label_dropout: float = 0.1   # training-time probability of replacing a label by the null class
     dropout: float = 0.0         # attention dropout
     norm_eps: float = 1e-5       # RMSNorm epsilon
+    abs_pos: bool = False        # also add a learned absolute position embedding (masked models: RoPE alone is relative)
 
     @classmethod
     def smoke(cls, **kw): return cls(**{"d_model": 64, "n_layers": 2, "n_heads": 4, **kw})
@@ -200,6 +217,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(c.d_model, c.n_heads, c.hidden, c.dropout, c.norm_eps) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model, c.norm_eps)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False) if c.vocab_size else None
+        self.pos_emb = nn.Embedding(c.max_seq_len, c.d_model) if c.abs_pos else None
         self.register_buffer("positions", self.default_positions(), persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
@@ -245,6 +263,7 @@ class Transformer(nn.Module):
         pos = self.positions[start:start + T] if positions is None else positions[start:start + T].to(x.device)
         if len(pos) < T:
             raise ValueError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
+        if self.pos_emb is not None: x = x + self.pos_emb.weight[start:start + T].to(x.dtype)
         angles = rope_angles(pos, self.config.head_dim, self.config.rope_base)
         if self.config.rope == "none": angles = torch.zeros_like(angles)
         rot = (angles.cos(), angles.sin())  # computed once, used by every layer
@@ -302,13 +321,17 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     return flat.reshape(probs.shape[:-1])
 
 # %% ../nbs/02_transformer.ipynb #61704cad
+CACHE_KINDS = ("static", "growing", "none")
+
 @torch.no_grad()
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, stop_token: int | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static") -> torch.Tensor:
     """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
-    With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it."""
+    With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
+    'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix)."""
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
+    if cache not in CACHE_KINDS: raise ValueError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
     if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     c, dev = model.config, next(model.parameters()).device
@@ -317,8 +340,10 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     guided = cfg_scale != 1.0
     lab = with_null_class(labels, c.null_class) if guided else labels
     was_training = model.training; model.eval()
-    cache = model.new_cache(len(lab), 1 + n_tokens)
-    logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab.to(dev), cache=cache)[:, -1]
+    kv = {"static": lambda: model.new_cache(len(lab), 1 + n_tokens), "growing": lambda: GrowingKVCache(len(lab)),
+          "none": lambda: None}[cache]()
+    lab = lab.to(dev)
+    logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=kv)[:, -1]
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     for i in range(n_tokens):
@@ -329,8 +354,9 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
             done |= out[:, i] == stop_token
             if done.all(): out = out[:, :i + 1]; break
         if i + 1 < n_tokens:
-            nxt = out[:, i:i + 1]
-            logits = model(torch.cat([nxt, nxt]) if guided else nxt, cache=cache)[:, -1]
+            nxt = out[:, i:i + 1] if kv is not None else out[:, :i + 1]  # no cache: the whole prefix again
+            nxt = torch.cat([nxt, nxt]) if guided else nxt
+            logits = (model(nxt, cache=kv) if kv is not None else model(nxt, lab))[:, -1]
     model.train(was_training)
     return out
 
@@ -349,11 +375,11 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
     model.train(was_training)
     return total / (tokens != ignore).sum().item() / math.log(2)
 
-def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
-                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                     seed: int = 0, desc: str = "train", pad_token: int | None = None) -> list[float]:
-    """Teacher-forced next-token training on `tokens` (B, T): AdamW, one-cycle LR, clipping; returns bits/token per
-    step. Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
+def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
+                    batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
+                    seed: int = 0, desc: str = "train") -> list[float]:
+    """The course's training loop over token sequences (B, T): AdamW, one-cycle LR, clipping, cycling batches.
+    `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
     if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
     if tokens.ndim != 2: raise ValueError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
     dev = next(model.parameters()).device
@@ -366,11 +392,20 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
         except StopIteration: it = iter(loader); batch = next(it)
         xb, yb = batch if labels is not None else (batch, None)
         xb, yb = xb.to(dev), yb.to(dev) if yb is not None else None
-        with autocast(dev):
-            logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
-            loss = F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=-100 if pad_token is None else pad_token)
+        with autocast(dev): loss = loss_fn(model, xb, yb)
         opt.zero_grad(set_to_none=True); loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
         losses.append(loss.item() / math.log(2))
     model.eval()
     return losses
+
+def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
+                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
+                     seed: int = 0, desc: str = "train", pad_token: int | None = None) -> list[float]:
+    """Teacher-forced next-token training on `tokens` (B, T) with `train_on_tokens`; returns bits/token per step.
+    Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
+    ignore = -100 if pad_token is None else pad_token
+    def loss_fn(model, xb, yb):
+        logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
+        return F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=ignore)
+    return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc)
