@@ -1,0 +1,120 @@
+import pytest
+import torch
+from argen_lit.accel import (StaticDecoder, chi2_two_sample, code_neighbours, same_distribution, speculative_jacobi,
+                             token_probs, two_proportion_p)
+from argen_lit.core import make_generator
+from argen_lit.eval import count_forward_passes
+from argen_lit.transformer import GrowingKVCache, Transformer, TransformerConfig, generate
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=16, max_seq_len=50, rope="2d", grid=(7, 7))).eval()
+    with torch.no_grad():  # a peaked model, so that greedy choices are far from ties
+        m.head.weight.mul_(20)
+    return m
+
+
+LABELS = torch.arange(6) % 10
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_every_cache_gives_the_same_greedy_tokens(model, cfg):
+    ref = generate(model, 49, LABELS, cfg_scale=cfg, temperature=0)
+    for cache in ("none", "growing"):
+        assert torch.equal(generate(model, 49, LABELS, cfg_scale=cfg, temperature=0, cache=cache), ref)
+
+
+def test_every_cache_gives_the_same_seeded_samples(model):
+    ref = generate(model, 20, LABELS, generator=make_generator(0))
+    for cache in ("none", "growing"):
+        assert torch.equal(generate(model, 20, LABELS, generator=make_generator(0), cache=cache), ref)
+
+
+@pytest.mark.parametrize("window", [1, 3, 8, 60])
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_greedy_speculative_jacobi_returns_the_greedy_tokens(model, window, cfg):
+    ref = generate(model, 49, LABELS, cfg_scale=cfg, temperature=0)
+    st = {}
+    out = speculative_jacobi(model, 49, LABELS, window=window, cfg_scale=cfg, temperature=0, generator=make_generator(1), stats=st)
+    assert torch.equal(out, ref)
+    with count_forward_passes(model) as c:
+        speculative_jacobi(model, 49, LABELS, window=window, cfg_scale=cfg, temperature=0, generator=make_generator(1))
+    assert c["n"] == st["passes"] <= 49
+
+
+def test_groups_of_one_are_plain_speculative_jacobi(model):
+    a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2))
+    b = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=code_neighbours(torch.randn(16, 4), 1))
+    assert torch.equal(a, b)
+
+
+def test_speculative_jacobi_is_seeded(model):
+    a = speculative_jacobi(model, 49, LABELS, generator=make_generator(3))
+    assert torch.equal(a, speculative_jacobi(model, 49, LABELS, generator=make_generator(3)))
+    assert not torch.equal(a, speculative_jacobi(model, 49, LABELS, generator=make_generator(4)))
+
+
+def test_speculative_jacobi_keeps_the_token_distribution():
+    # a tiny model over 4 tokens: compare exact sampling and SJD marginals of each position over many draws
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=4, max_seq_len=7, n_classes=1)).eval()
+    with torch.no_grad(): m.head.weight.mul_(30)
+    lab = torch.zeros(3000, dtype=torch.long)
+    plain = generate(m, 6, lab, generator=make_generator(0))
+    sjd = speculative_jacobi(m, 6, lab, window=4, generator=make_generator(1))
+    t = same_distribution(plain, sjd, 4)
+    assert t["bonferroni_min_p"] > 0.001
+
+
+def test_the_chi_square_check_detects_a_shift():
+    g = make_generator(0)
+    a = torch.multinomial(torch.tensor([0.25] * 4), 4000, replacement=True, generator=g)
+    b = torch.multinomial(torch.tensor([0.31, 0.23, 0.23, 0.23]), 4000, replacement=True, generator=g)
+    assert chi2_two_sample(a, b, 4)[2] < 1e-4
+    c = torch.multinomial(torch.tensor([0.25] * 4), 4000, replacement=True, generator=g)
+    assert chi2_two_sample(a, c, 4)[2] > 0.01
+    assert two_proportion_p(500, 1000, 500, 1000) == pytest.approx(1.0) and two_proportion_p(900, 1000, 800, 1000) < 1e-6
+
+
+def test_code_neighbours_put_each_code_first():
+    g = code_neighbours(torch.randn(32, 8, generator=make_generator(0)), 5)
+    assert g.shape == (32, 5) and torch.equal(g[:, 0], torch.arange(32))
+
+
+def test_token_probs_matches_the_plain_sampler():
+    logits = torch.randn(3, 10)
+    assert torch.allclose(token_probs(logits, 0.5), (logits / 0.5).softmax(-1))
+    assert torch.equal(token_probs(logits, 0).argmax(-1), logits.argmax(-1))
+
+
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_the_fixed_shape_step_reproduces_greedy_decoding(model, cfg):
+    dec = StaticDecoder(model, len(LABELS), 49, cfg_scale=cfg, temperature=0)
+    ref = generate(model, 49, LABELS, cfg_scale=cfg, temperature=0)
+    assert torch.equal(dec.sample(LABELS), ref) and torch.equal(dec.sample(LABELS), ref)   # reusable
+
+
+def test_growing_cache_crops():
+    c = GrowingKVCache(2)
+    k = torch.randn(2, 4, 5, 8)
+    c.update(0, k, k); c.length = 5
+    c.crop(3)
+    assert c.k[0].shape[2] == 3 and c.length == 3
+    with pytest.raises(ValueError, match="length"): c.crop(4)
+
+
+def test_bad_input_is_refused(model):
+    for w in (0, -2, 1.5):
+        with pytest.raises(ValueError, match="window"): speculative_jacobi(model, 49, LABELS, window=w)
+    with pytest.raises(ValueError, match="n_tokens"): speculative_jacobi(model, 60, LABELS)       # cache/positions too short
+    with pytest.raises(ValueError, match="n_tokens"): StaticDecoder(model, 2, 50)
+    with pytest.raises(ValueError, match="cache"): model.new_cache(2, 10).check_room(2, 11)
+    with pytest.raises(ValueError, match="cache"): generate(model, 5, LABELS, cache="paged")
+    with pytest.raises(ValueError, match="groups"): speculative_jacobi(model, 49, LABELS, groups=torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="mode"): StaticDecoder(model, 2, 10, mode="turbo")
+    with pytest.raises(ValueError, match="labels"): StaticDecoder(model, 2, 10).sample(torch.arange(3))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"): StaticDecoder(model, 2, 10, mode="cuda-graph")
+    with pytest.raises(ValueError, match="k"): code_neighbours(torch.randn(4, 2), 5)
