@@ -326,12 +326,16 @@ CACHE_KINDS = ("static", "growing", "none")
 @torch.no_grad()
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static") -> torch.Tensor:
+             generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static",
+             logit_bias: torch.Tensor | None = None) -> torch.Tensor:
     """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
     With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
-    'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix)."""
+    'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix).
+    `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias."""
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
     if cache not in CACHE_KINDS: raise ValueError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
+    if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
+        raise ValueError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
     if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
     if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     c, dev = model.config, next(model.parameters()).device
@@ -348,6 +352,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     for i in range(n_tokens):
         step = cfg_logits(logits[:B], logits[B:], cfg_scale) if guided else logits
+        if logit_bias is not None: step = step + logit_bias
         out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
         if stop_token is not None:
             out[done, i] = stop_token
