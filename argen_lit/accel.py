@@ -54,7 +54,7 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     draft = torch.randint(0, V, (B, n_tokens), device=dev, generator=generator)   # fresh guesses: q uniform
     q = torch.full((B, n_tokens, V), 1.0 / V, device=dev)
-    rows, n, passes = torch.arange(B, device=dev), 0, 0
+    n, passes = 0, 0
     while n < n_tokens:
         W = min(window, n_tokens - n)
         d = draft[:, n:n + W]

@@ -74,7 +74,7 @@ def main(argv=None):
     ref = next(r for r in rows if r["decoder"] == "plain loop (growing cache)")["ms_per_step"]
     info = f"{torch.cuda.get_device_name() if cuda else 'CPU'}, torch {torch.__version__}, {str(dtype).split('.')[-1]}"
     print(f"decode step: d={a.d}, {a.layers} layers ({n_params(model) / 1e6:.1f}M parameters), {n + 1} positions, batch {batch}; {info}")
-    print(f"| decoder | ms per token step | images/s | speed-up over the plain loop |\n|---|---:|---:|---:|")
+    print("| decoder | ms per token step | images/s | speed-up over the plain loop |\n|---|---:|---:|---:|")
     for r in rows:
         r["speedup"] = ref / r["ms_per_step"]
         print(f"| {r['decoder']} | {r['ms_per_step']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.1f}x |")
