@@ -9,20 +9,13 @@ import time
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .transformer import Transformer, apply_rope, cfg_logits, filter_logits, rope_angles, with_null_class
+from .transformer import Transformer, apply_rope, cfg_logits, rope_angles, token_probs, with_null_class
 
 # %% auto #0
-__all__ = ['DECODE_MODES', 'token_probs', 'code_neighbours', 'speculative_jacobi', 'chi2_two_sample', 'same_distribution',
-           'two_proportion_p', 'StaticDecoder', 'ms_per_step']
+__all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'chi2_two_sample', 'same_distribution', 'two_proportion_p',
+           'StaticDecoder', 'ms_per_step']
 
 # %% ../nbs/70_acceleration.ipynb #0449ce63
-def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                top_p: float | None = None) -> torch.Tensor:
-    "The distribution the plain sampler draws from: filtered softmax of logits / temperature; one-hot at temperature 0."
-    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
-    if temperature == 0: return F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
-    return filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
-
 def code_neighbours(codebook: torch.Tensor, k: int) -> torch.Tensor:
     "Groups for GSD: the k nearest codebook entries of every code (itself first), (V, k) ids."
     if not 1 <= k <= len(codebook): raise ValueError(f"k: expected 1..{len(codebook)}, got {k}")

@@ -83,7 +83,7 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     (MaskGIT, log-prob + annealed Gumbel `noise`) or 'random' (MAR). N defaults to the model's RoPE grid. With
     `return_history`, also the maps after every step ([MASK] where still unknown)."""
     c, dev = model.config, next(model.parameters()).device
-    N = n_tokens or (math.prod(c.grid) if c.grid else c.max_seq_len - 1)
+    N = n_tokens or c.n_tokens
     if N + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
     if order not in ORDERS: raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")

@@ -16,8 +16,8 @@ from .data import make_loader
 # %% auto #0
 __all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
            'SwiGLU', 'KVCache', 'GrowingKVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer',
-           'with_null_class', 'cfg_logits', 'filter_logits', 'sample_logits', 'generate', 'next_token_bits',
-           'train_on_tokens', 'train_next_token']
+           'with_null_class', 'cfg_logits', 'filter_logits', 'token_probs', 'sample_logits', 'generate',
+           'next_token_bits', 'train_on_tokens', 'train_next_token']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -205,6 +205,8 @@ class TransformerConfig(Config):
     def hidden(self) -> int: return self.mlp_hidden or 32 * math.ceil(8 * self.d_model / 3 / 32)
     @property
     def null_class(self) -> int: return self.n_classes
+    @property
+    def n_tokens(self) -> int: return math.prod(self.grid) if self.grid else self.max_seq_len - 1  # class token excluded
 
 # %% ../nbs/02_transformer.ipynb #eb2ed6b8
 class Transformer(nn.Module):
@@ -311,12 +313,19 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
         logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
     return logits
 
+def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None) -> torch.Tensor:
+    "The distribution `sample_logits` draws from: filtered softmax of logits / temperature; one-hot at temperature 0."
+    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    if temperature == 0: return F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    return filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     "Draw one token id per row of `logits` (..., V); temperature 0 is greedy."
     if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
     if temperature == 0: return logits.argmax(-1)
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    probs = token_probs(logits, temperature, top_k, top_p)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return flat.reshape(probs.shape[:-1])
 

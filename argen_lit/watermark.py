@@ -78,8 +78,7 @@ def sample_marked(prior: Transformer, labels: torch.Tensor, lists: torch.Tensor,
         raise ValueError(f"lists: expected (pool, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
     which = torch.randint(len(lists), (len(labels),), generator=generator, device=generator.device if generator else "cpu")
     bias = lists.to(dev)[which.to(dev)].float() * delta
-    n_tokens = math.prod(c.grid) if c.grid else c.max_seq_len - 1
-    return generate(prior, n_tokens, labels.to(dev), generator=generator, logit_bias=bias, **sample_kw).cpu()
+    return generate(prior, c.n_tokens, labels.to(dev), generator=generator, logit_bias=bias, **sample_kw).cpu()
 
 def detect(tokenizer, images: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
     "Detection from pixels: re-encode uint8 images (B, 1, H, W) and return the largest green z over the pool (B,)."

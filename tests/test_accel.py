@@ -1,10 +1,10 @@
 import pytest
 import torch
 from argen_lit.accel import (StaticDecoder, chi2_two_sample, code_neighbours, same_distribution, speculative_jacobi,
-                             token_probs, two_proportion_p)
+                             two_proportion_p)
 from argen_lit.core import make_generator
 from argen_lit.eval import count_forward_passes
-from argen_lit.transformer import GrowingKVCache, Transformer, TransformerConfig, generate
+from argen_lit.transformer import GrowingKVCache, Transformer, TransformerConfig, generate, token_probs
 
 
 @pytest.fixture(scope="module")
