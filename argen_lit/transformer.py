@@ -392,10 +392,11 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
                     seed: int = 0, desc: str = "train") -> list[float]:
-    """The course's training loop over token sequences (B, T): AdamW, one-cycle LR, clipping, cycling batches.
+    """The course's training loop over token sequences (B, T) or continuous tokens (B, T, C): AdamW, one-cycle LR,
+    clipping, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
     if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
-    if tokens.ndim != 2: raise ValueError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
+    if tokens.ndim not in (2, 3): raise ValueError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
     dev = next(model.parameters()).device
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     sched = one_cycle(opt, lr, steps, warmup)

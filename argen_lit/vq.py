@@ -18,8 +18,8 @@ from .transformer import Transformer, TransformerConfig, generate
 
 # %% auto #0
 __all__ = ['QUANTIZERS', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code', 'VectorQuantizer', 'EMAVectorQuantizer',
-           'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'TokenizerConfig', 'Tokenizer', 'train_tokenizer',
-           'evaluate_tokenizer', 'load_tokenizer', 'sample_images', 'load_prior']
+           'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'conv_encoder', 'conv_decoder', 'TokenizerConfig', 'Tokenizer',
+           'train_tokenizer', 'evaluate_tokenizer', 'load_tokenizer', 'sample_images', 'load_prior']
 
 # %% ../nbs/20_vq.ipynb #2b9e0be8
 class Quantized(NamedTuple):
@@ -210,6 +210,17 @@ class ResBlock(nn.Module):
                                   nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
     def forward(self, x): return x + self.body(x)
 
+def conv_encoder(ch: int, out_dim: int) -> nn.Sequential:
+    "Images in [-1, 1] (B, 1, H, W) -> latents (B, out_dim, H/4, W/4): two stride-2 convs with residual blocks."
+    return nn.Sequential(nn.Conv2d(1, ch, 3, padding=1), nn.SiLU(), nn.Conv2d(ch, ch, 4, 2, 1), ResBlock(ch),
+                         nn.Conv2d(ch, 2 * ch, 4, 2, 1), ResBlock(2 * ch), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
+                         nn.Conv2d(2 * ch, out_dim, 1))
+
+def conv_decoder(ch: int, in_dim: int) -> nn.Sequential:
+    "Latents (B, in_dim, h, w) -> pixel logits (B, 1, 4h, 4w): the mirror of `conv_encoder`."
+    return nn.Sequential(nn.Conv2d(in_dim, 2 * ch, 3, padding=1), ResBlock(2 * ch), nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
+                         ResBlock(ch), nn.ConvTranspose2d(ch, ch, 4, 2, 1), nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1))
+
 @dataclass
 class TokenizerConfig(Config):
     quantizer: str = "fsq"        # one of QUANTIZERS
@@ -230,11 +241,7 @@ class Tokenizer(nn.Module):
         if c.image_size % 4: raise ValueError(f"image_size: expected a multiple of 4, got {c.image_size}")
         self.quantizer = make_quantizer(c.quantizer, c.n_codes, c.code_dim, c.fsq_levels, c.beta)
         ch, d = c.channels, self.quantizer.dim
-        self.encoder = nn.Sequential(nn.Conv2d(1, ch, 3, padding=1), nn.SiLU(), nn.Conv2d(ch, ch, 4, 2, 1), ResBlock(ch),
-                                     nn.Conv2d(ch, 2 * ch, 4, 2, 1), ResBlock(2 * ch), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
-                                     nn.Conv2d(2 * ch, d, 1))
-        self.decoder = nn.Sequential(nn.Conv2d(d, 2 * ch, 3, padding=1), ResBlock(2 * ch), nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
-                                     ResBlock(ch), nn.ConvTranspose2d(ch, ch, 4, 2, 1), nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1))
+        self.encoder, self.decoder = conv_encoder(ch, d), conv_decoder(ch, d)
 
     @property
     def n_codes(self) -> int: return self.quantizer.n_codes
