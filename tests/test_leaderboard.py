@@ -1,0 +1,89 @@
+import json
+import pytest
+import torch
+from argen_lit.cli import main
+from argen_lit.core import Config, load_checkpoint
+from argen_lit.leaderboard import BUDGETS, COLUMNS, get_budget, leaderboard_table, read_leaderboard, run_leaderboard, trained
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lb")
+    return out, run_leaderboard("smoke", ["vq", "masked"], out_dir=out, device="cpu")
+
+
+def test_records_have_every_column_and_the_files_are_written(board):
+    out, records = board
+    assert [r["paradigm"] for r in records] == ["vq", "masked"]
+    for r in records:
+        assert set(COLUMNS) <= set(r["metrics"]) and r["device"] == "cpu" and r["budget"] == "smoke"
+        m = r["metrics"]
+        assert m["fid"] > 0 and 0 <= m["class_accuracy"] <= 1 and m["images_per_s"] > 0 and m["parameters"] > 0
+    passes = {r["paradigm"]: r["metrics"]["forward_passes_per_image"] for r in records}
+    assert passes == {"vq": 49, "masked": 8}  # one pass per token / per MaskGIT step
+    run = out / "smoke"
+    for f in ("records.jsonl", "leaderboard.md", "samples.png", "samples_vq.npy", "vq_tokenizer/config.json", "masked_prior/model.safetensors"):
+        assert (run / f).exists(), f
+    table = (run / "leaderboard.md").read_text()
+    assert table.count("\n| vq |") == 1 and table.count("\n| masked |") == 1
+
+
+def test_a_second_run_skips_what_is_done(board):
+    out, records = board
+    run = out / "smoke"
+    before = (run / "records.jsonl").read_text()
+    again = run_leaderboard("smoke", ["vq", "masked"], out_dir=out, device="cpu")
+    assert (run / "records.jsonl").read_text() == before and again == records
+
+
+def test_a_lost_record_is_measured_again_from_the_checkpoints(board):
+    out, records = board
+    run = out / "smoke"
+    lines = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text(lines[0] + "\n")  # keep vq, lose masked
+    stamp = (run / "masked_prior/model.safetensors").stat().st_mtime_ns
+    again = run_leaderboard("smoke", ["vq", "masked"], out_dir=out, device="cpu")
+    assert (run / "masked_prior/model.safetensors").stat().st_mtime_ns == stamp  # loaded, not retrained
+    m_old, m_new = records[1]["metrics"], again[1]["metrics"]
+    assert m_new["train_seconds"] == m_old["train_seconds"] and m_new["parameters"] == m_old["parameters"]
+    assert m_new["fid"] == pytest.approx(m_old["fid"], rel=1e-6)  # same weights, same seed: same samples
+    assert len(read_leaderboard(run)) == 2
+
+
+class Lin(torch.nn.Linear):
+    config = Config()  # save_checkpoint stores a model's config
+
+
+def test_trained_builds_once_then_loads(tmp_path):
+    calls = []
+    def fit(m): calls.append(1)
+    def load(d): return load_checkpoint(Lin(2, 2), d)
+    a, s1 = trained(tmp_path / "m", lambda: Lin(2, 2), fit, load, "cpu")
+    b, s2 = trained(tmp_path / "m", lambda: Lin(2, 2), fit, load, "cpu")
+    assert len(calls) == 1 and s1 == s2 and torch.equal(a.weight, b.weight)
+    assert json.loads((tmp_path / "m/config.json").read_text())["meta"]["train_seconds"] == s1
+
+
+def test_table_lists_best_fid_first():
+    recs = [{"paradigm": p, "note": "n", "device": "cpu", "metrics": {"fid": f, "class_accuracy": 0.5}} for p, f in (("a", 3.0), ("b", 1.0))]
+    table = leaderboard_table(recs)
+    assert table.index("| b |") < table.index("| a |") and "50.0%" in table
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="budget"): get_budget("huge")
+    with pytest.raises(ValueError, match="paradigms"): run_leaderboard("smoke", ["gan"], out_dir=tmp_path)
+    with pytest.raises(SystemExit): main(["leaderboard", "--budget", "huge"])
+    assert set(BUDGETS) == {"smoke", "quick", "full"}
+
+
+def test_cli_runs_the_leaderboard(board, capsys):
+    out, _ = board
+    assert main(["leaderboard", "--budget", "smoke", "--paradigms", "vq", "--out-dir", str(out), "--device", "cpu"]) == 0
+    assert "| vq |" in capsys.readouterr().out
+
+
+def test_a_folder_made_under_other_budget_settings_is_refused(board):
+    out, _ = board
+    changed = get_budget("smoke").__class__(**{**get_budget("smoke").__dict__, "steps": 6})
+    with pytest.raises(ValueError, match="budget"): run_leaderboard(changed, ["vq"], out_dir=out, device="cpu")
