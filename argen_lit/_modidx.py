@@ -454,5 +454,8 @@ d = { 'settings': { 'branch': 'main',
                                      'argen_lit.watermark.index_mark': ('watermarking.html#index_mark', 'argen_lit/watermark.py'),
                                      'argen_lit.watermark.key_generator': ('watermarking.html#key_generator', 'argen_lit/watermark.py'),
                                      'argen_lit.watermark.pair_green_list': ('watermarking.html#pair_green_list', 'argen_lit/watermark.py'),
+                                     'argen_lit.watermark.reencodable_tokenizer': ( 'watermarking.html#reencodable_tokenizer',
+                                                                                    'argen_lit/watermark.py'),
+                                     'argen_lit.watermark.reencode_rate': ('watermarking.html#reencode_rate', 'argen_lit/watermark.py'),
                                      'argen_lit.watermark.sample_marked': ('watermarking.html#sample_marked', 'argen_lit/watermark.py'),
                                      'argen_lit.watermark.tpr_at_fpr': ('watermarking.html#tpr_at_fpr', 'argen_lit/watermark.py')}}}

@@ -5,8 +5,9 @@ from argen_lit.core import make_generator
 from argen_lit.data import load_mnist5k
 from argen_lit.transformer import Transformer, TransformerConfig
 from argen_lit.vq import Tokenizer, TokenizerConfig
+from argen_lit.core import load_checkpoint, save_checkpoint
 from argen_lit.watermark import (ATTACKS, attack, code_clusters, code_pairs, detect, green_lists, green_z, index_mark,
-                                 pair_green_list, sample_marked, tpr_at_fpr)
+                                 pair_green_list, reencodable_tokenizer, reencode_rate, sample_marked, tpr_at_fpr)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,30 @@ def test_bad_input_is_refused(prior):
     with pytest.raises(ValueError, match="max_cost"):
         index_mark(prior, torch.zeros(1, 49, dtype=torch.long), torch.zeros(1, dtype=torch.long), torch.arange(64), green_lists("k", 64), -1)
     assert math.isfinite(green_z(torch.zeros(1, 49, dtype=torch.long), lists)[0, 0].item())
+
+
+def test_reencodable_tokenizer_reads_back_its_own_tokens(tmp_path):
+    torch.manual_seed(0)
+    tok = Tokenizer(TokenizerConfig.smoke(quantizer="ema", n_codes=16)).eval()
+    before = {k: v.clone() for k, v in tok.state_dict().items()}
+    maps = torch.randint(0, 16, (64, 7, 7), generator=make_generator(0))
+    rate0 = reencode_rate(tok, maps)
+    new, losses = reencodable_tokenizer(tok, maps, steps=150, batch_size=32, fidelity=0.01, lr=3e-3)
+    rate1 = reencode_rate(new, maps)
+    assert len(losses) == 150 and rate0 < 0.2 and rate1 > rate0 + 0.5, (rate0, rate1)
+    assert all(torch.equal(v, tok.state_dict()[k]) for k, v in before.items())     # the original is untouched
+    assert torch.equal(new.quantizer.embed, tok.quantizer.embed)                   # same codebook: the prior still fits
+    save_checkpoint(new, tmp_path / "wm_tok", new.config)
+    back = load_checkpoint(Tokenizer(new.config), tmp_path / "wm_tok").eval()
+    assert torch.equal(back.encode(new.decode(maps)), new.encode(new.decode(maps)))
+
+
+def test_reencodable_tokenizer_refuses_bad_input():
+    tok = Tokenizer(TokenizerConfig.smoke(quantizer="ema", n_codes=16)).eval()
+    maps = torch.zeros(4, 7, 7, dtype=torch.long)
+    for kw, name in (({"steps": 0}, "steps"), ({"steps": 1.5}, "steps"), ({"fidelity": -1.0}, "fidelity"),
+                     ({"substitute": 1.5}, "substitute")):
+        with pytest.raises(ValueError, match=name): reencodable_tokenizer(tok, maps, **kw)
+    with pytest.raises(ValueError, match="ids"): reencodable_tokenizer(tok, torch.zeros(4, 6, 7, dtype=torch.long), steps=1)
+    with pytest.raises(ValueError, match="ids"): reencodable_tokenizer(tok, torch.zeros(0, 7, 7, dtype=torch.long), steps=1)
+    with pytest.raises(ValueError, match="ids"): reencodable_tokenizer(tok, maps + 16, steps=1)
