@@ -28,10 +28,11 @@ def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
 def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, window: int = 8, cfg_scale: float = 1.0,
                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                        generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
-                       stats: dict | None = None) -> torch.Tensor:
+                       group_gap: float | None = None, stats: dict | None = None) -> torch.Tensor:
     """Raster-order token ids (B, n_tokens) by speculative Jacobi decoding: `window` guesses checked per forward pass
-    with the lossless speculative-sampling test (or, with `groups` (V, k), GSD's grouped test). `stats`, if given, gets
-    'passes' and 'tokens_per_pass'."""
+    with the lossless speculative-sampling test (or, with `groups` (V, k), GSD's grouped test; with `group_gap`, a
+    neighbour counts only if the model gives it a probability within `group_gap` of the guess's). `stats`, if given,
+    gets 'passes' and 'tokens_per_pass'."""
     if not isinstance(window, int) or window < 1: raise ValueError(f"window: expected an int >= 1, got {window!r}")
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
     c, dev = model.config, next(model.parameters()).device
@@ -40,6 +41,8 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     V, B, guided = c.vocab_size, len(labels), cfg_scale != 1.0
     if groups is not None and (groups.ndim != 2 or len(groups) != V):
         raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
+    if group_gap is not None and (groups is None or not group_gap > 0):
+        raise ValueError(f"group_gap: expected a probability gap > 0 together with groups, got {group_gap!r}")
     lab = labels.to(dev)
     if guided: lab = with_null_class(lab, c.null_class)
     was_training = model.training; model.eval()
@@ -60,7 +63,11 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
         if groups is None: pd, qd = pw.gather(-1, d[..., None])[..., 0], qw.gather(-1, d[..., None])[..., 0]
         else:
             g = groups.to(dev)[d]                                     # (B, W, k) group of each guess
-            pd, qd = pw.gather(-1, g).sum(-1), qw.gather(-1, g).sum(-1)
+            pg, qg = pw.gather(-1, g), qw.gather(-1, g)
+            if group_gap is not None:   # GSD's filter: a likely neighbour may not vouch for an unlikely guess
+                near = (pg - pw.gather(-1, d[..., None])).abs() < group_gap
+                pg, qg = pg * near, qg * near
+            pd, qd = pg.sum(-1), qg.sum(-1)
         u = torch.rand(B, W, device=dev, generator=generator)
         ok = (u * qd < pd).long().cumprod(1)                          # leading run of passed guesses
         m = int(ok.sum(1).min())                                      # the batch keeps its slowest row's run

@@ -50,6 +50,18 @@ def test_groups_of_one_are_plain_speculative_jacobi(model):
     assert torch.equal(a, b)
 
 
+def test_group_gap_filters_the_group(model):
+    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)   # one group holds every code
+    st = {}
+    a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, stats=st)
+    assert st["passes"] == 6                                                    # every guess passes: 9 tokens per pass
+    b = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, group_gap=2.0)
+    assert torch.equal(a, b)                                                    # a gap above 1 filters nothing
+    c = speculative_jacobi(model, 49, LABELS, generator=make_generator(2))
+    d = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, group_gap=1e-12)
+    assert torch.equal(c, d)                                                    # only the guess itself counts: SJD
+
+
 def test_speculative_jacobi_is_seeded(model):
     a = speculative_jacobi(model, 49, LABELS, generator=make_generator(3))
     assert torch.equal(a, speculative_jacobi(model, 49, LABELS, generator=make_generator(3)))
@@ -113,6 +125,8 @@ def test_bad_input_is_refused(model):
     with pytest.raises(ValueError, match="cache"): model.new_cache(2, 10).check_room(2, 11)
     with pytest.raises(ValueError, match="cache"): generate(model, 5, LABELS, cache="paged")
     with pytest.raises(ValueError, match="groups"): speculative_jacobi(model, 49, LABELS, groups=torch.zeros(3, 2, dtype=torch.long))
+    for gap, groups in ((0.1, None), (0.0, code_neighbours(torch.randn(16, 4), 2)), (-0.1, code_neighbours(torch.randn(16, 4), 2))):
+        with pytest.raises(ValueError, match="group_gap"): speculative_jacobi(model, 49, LABELS, groups=groups, group_gap=gap)
     with pytest.raises(ValueError, match="mode"): StaticDecoder(model, 2, 10, mode="turbo")
     with pytest.raises(ValueError, match="labels"): StaticDecoder(model, 2, 10).sample(torch.arange(3))
     if not torch.cuda.is_available():
