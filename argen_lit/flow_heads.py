@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, check_ids, load_checkpoint, load_config, one_cycle, progress
+from .core import Config, load_checkpoint, load_config, one_cycle, progress
 from .data import make_loader
 from .transformer import Transformer, TransformerConfig, train_on_tokens, with_null_class
-from .vq import conv_decoder, conv_encoder
+from .vq import check_image_batch, conv_decoder, conv_encoder
 
 # %% auto #0
 __all__ = ['HEADS', 'STEP_SCHEDULES', 'LatentConfig', 'LatentTokenizer', 'train_latent_tokenizer', 'latent_psnr',
@@ -48,11 +48,7 @@ class LatentTokenizer(nn.Module):
     @property
     def token_dim(self) -> int: return self.config.latent_dim
 
-    def check_images(self, images):
-        s = self.config.image_size
-        check_ids(images, "images", 256)
-        if images.ndim != 4 or tuple(images.shape[1:]) != (1, s, s):
-            raise ValueError(f"images: expected uint8 (B, 1, {s}, {s}), got {tuple(images.shape)}")
+    def check_images(self, images): check_image_batch(images, self.config.image_size)
 
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         "Raw encoder latents (B, C, h, w) of uint8 images."

@@ -18,8 +18,9 @@ from .transformer import Transformer, TransformerConfig, generate
 
 # %% auto #0
 __all__ = ['QUANTIZERS', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code', 'VectorQuantizer', 'EMAVectorQuantizer',
-           'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'conv_encoder', 'conv_decoder', 'TokenizerConfig', 'Tokenizer',
-           'train_tokenizer', 'evaluate_tokenizer', 'load_tokenizer', 'sample_images', 'load_prior']
+           'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'conv_encoder', 'conv_decoder', 'check_image_batch',
+           'TokenizerConfig', 'Tokenizer', 'train_tokenizer', 'evaluate_tokenizer', 'load_tokenizer', 'sample_images',
+           'load_prior']
 
 # %% ../nbs/20_vq.ipynb #2b9e0be8
 class Quantized(NamedTuple):
@@ -221,6 +222,12 @@ def conv_decoder(ch: int, in_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_dim, 2 * ch, 3, padding=1), ResBlock(2 * ch), nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
                          ResBlock(ch), nn.ConvTranspose2d(ch, ch, 4, 2, 1), nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1))
 
+def check_image_batch(images, size: int) -> None:
+    "Raise a clear error unless `images` is a uint8-valued batch (B, 1, size, size)."
+    check_ids(images, "images", 256)
+    if images.ndim != 4 or tuple(images.shape[1:]) != (1, size, size):
+        raise ValueError(f"images: expected uint8 (B, 1, {size}, {size}), got {tuple(images.shape)}")
+
 @dataclass
 class TokenizerConfig(Config):
     quantizer: str = "fsq"        # one of QUANTIZERS
@@ -248,11 +255,7 @@ class Tokenizer(nn.Module):
     @property
     def grid(self) -> tuple[int, int]: return (self.config.image_size // 4,) * 2
 
-    def check_images(self, images):
-        s = self.config.image_size
-        check_ids(images, "images", 256)
-        if images.ndim != 4 or tuple(images.shape[1:]) != (1, s, s):
-            raise ValueError(f"images: expected uint8 (B, 1, {s}, {s}), got {tuple(images.shape)}")
+    def check_images(self, images): check_image_batch(images, self.config.image_size)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, Quantized]:
         "Reconstructions in [0, 1] (B, 1, H, W) and the quantizer's output for uint8 `images`."
