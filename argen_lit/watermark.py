@@ -67,10 +67,11 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     sched = one_cycle(opt, lr, steps, warmup=0.05)
     g = torch.Generator().manual_seed(seed)
-    loader, it, losses = make_loader(ids, batch_size=min(batch_size, len(ids)), seed=seed, drop_last=True), None, []
+    loader, losses = make_loader(ids, batch_size=min(batch_size, len(ids)), seed=seed, drop_last=True), []
+    it = iter(loader)
     for _ in progress(range(steps), desc="fine-tune re-encodable tokenizer"):
         try: x = next(it)
-        except (StopIteration, TypeError): it = iter(loader); x = next(it)
+        except StopIteration: it = iter(loader); x = next(it)
         x = x.clone()
         swap = torch.rand(x.shape, generator=g) < substitute * torch.rand(len(x), 1, 1, generator=g)
         x[swap] = torch.randint(V, (int(swap.sum()),), generator=g)
