@@ -15,7 +15,7 @@ from .core import make_generator
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
            'image_grid', 'show_grid', 'load_digits8', 'load_image_folder', 'load_torchvision', 'random_affine',
-           'augment_digits', 'TensorImages', 'make_loader', 'load_dataset']
+           'augment_digits', 'TensorImages', 'make_loader', 'endless', 'load_dataset']
 
 # %% ../nbs/01_data.ipynb #c395289f
 SPLITS = ("train", "test", "all")
@@ -160,6 +160,13 @@ def make_loader(images: torch.Tensor, labels: torch.Tensor | None = None, batch_
     if batch_size < 1: raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
     return DataLoader(TensorImages(images, labels), batch_size=batch_size, shuffle=shuffle,
                       generator=make_generator(seed) if shuffle else None, drop_last=drop_last)
+
+def endless(loader):
+    "Batches from `loader` without end, a fresh pass (reshuffled) each time one runs out; training loops count steps."
+    while True:
+        empty = True
+        for batch in loader: empty = False; yield batch
+        if empty: raise ValueError("loader: no batches (no data, or drop_last with fewer items than a batch)")
 
 DATASETS = {"mnist5k": load_mnist5k, "digits8": load_digits8}
 

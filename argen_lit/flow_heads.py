@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import Config, load_checkpoint, load_config, one_cycle, progress
-from .data import make_loader
+from .data import endless, make_loader
 from .transformer import Transformer, TransformerConfig, train_on_tokens, with_null_class
 from .vq import check_image_batch, conv_decoder, conv_encoder
 
@@ -95,10 +95,9 @@ def train_latent_tokenizer(tok: LatentTokenizer, images: torch.Tensor, steps: in
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=1e-4)
     sched = one_cycle(opt, lr, steps, warmup=0.05)
     loader, losses = make_loader(images, batch_size=batch_size, seed=seed, drop_last=True), []
-    tok.train(); it = iter(loader)
+    tok.train(); batches = endless(loader)
     for _ in progress(range(steps), desc="train LatentTokenizer"):
-        try: xb = next(it)
-        except StopIteration: it = iter(loader); xb = next(it)
+        xb = next(batches)
         rec, z = tok(xb)
         mse = F.mse_loss(rec, xb.to(rec.device).float() / 255)
         loss = mse + tok.config.prior_weight * 0.5 * z.pow(2).mean()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from .core import Config, autocast, check_ids, one_cycle, progress
-from .data import make_loader
+from .data import endless, make_loader
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
@@ -401,10 +401,9 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
     sched = one_cycle(opt, lr, steps, warmup)
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
-    model.train(); losses, it = [], iter(loader)
+    model.train(); losses, batches = [], endless(loader)
     for _ in progress(range(steps), desc=desc):
-        try: batch = next(it)
-        except StopIteration: it = iter(loader); batch = next(it)
+        batch = next(batches)
         xb, yb = batch if labels is not None else (batch, None)
         xb, yb = xb.to(dev), yb.to(dev) if yb is not None else None
         with autocast(dev): loss = loss_fn(model, xb, yb)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from .core import Config, check_ids, load_checkpoint, load_config, one_cycle, progress
-from .data import make_loader
+from .data import endless, make_loader
 from .transformer import Transformer, TransformerConfig, generate
 
 # %% auto #0
@@ -287,10 +287,9 @@ def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, bat
     opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=1e-4)
     sched = one_cycle(opt, lr, steps, warmup=0.05)
     loader, losses = make_loader(images, batch_size=batch_size, seed=seed, drop_last=True), []
-    tok.train(); it = iter(loader)
+    tok.train(); batches = endless(loader)
     for _ in progress(range(steps), desc=f"train {type(tok).__name__}"):
-        try: xb = next(it)
-        except StopIteration: it = iter(loader); xb = next(it)
+        xb = next(batches)
         rec, q = tok(xb)
         mse = F.mse_loss(rec, xb.to(dev).float() / 255)
         opt.zero_grad(set_to_none=True); (mse + q.loss).backward(); opt.step(); sched.step()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from .codec import jpeg_bytes
 from .core import check_ids, one_cycle, progress
-from .data import make_loader
+from .data import endless, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Transformer, cfg_logits, generate, with_null_class
 
@@ -68,11 +68,9 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     sched = one_cycle(opt, lr, steps, warmup=0.05)
     g = torch.Generator().manual_seed(seed)
     loader, losses = make_loader(ids, batch_size=min(batch_size, len(ids)), seed=seed, drop_last=True), []
-    it = iter(loader)
+    batches = endless(loader)
     for _ in progress(range(steps), desc="fine-tune re-encodable tokenizer"):
-        try: x = next(it)
-        except StopIteration: it = iter(loader); x = next(it)
-        x = x.clone()
+        x = next(batches).clone()
         swap = torch.rand(x.shape, generator=g) < substitute * torch.rand(len(x), 1, 1, generator=g)
         x[swap] = torch.randint(V, (int(swap.sum()),), generator=g)
         x = x.to(dev)

@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 from argen_lit.data import (augment_digits, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
-                            load_torchvision, make_loader)
+                            load_torchvision, make_loader, endless)
 
 
 def test_mnist5k_split_is_fixed_disjoint_and_balanced():
@@ -68,6 +68,17 @@ def test_loader_seeded_shuffle_and_grid():
         image_grid(x[0])
     with pytest.raises(ValueError, match="batch_size"):
         make_loader(x, y, batch_size=0)
+
+
+def test_endless_restarts_passes_and_refuses_an_empty_loader():
+    x = torch.arange(10).reshape(10, 1, 1, 1).to(torch.uint8)
+    batches = endless(make_loader(x, batch_size=4, seed=0, drop_last=True))
+    seen = [next(batches).flatten().tolist() for _ in range(5)]           # 2 batches per pass: 2.5 passes
+    assert all(len(b) == 4 for b in seen)
+    assert len(set(seen[0] + seen[1])) == 8 and len(set(seen[2] + seen[3])) == 8
+    assert seen[:2] != seen[2:4]                                          # each pass is reshuffled
+    with pytest.raises(ValueError, match="loader"):                      # no hang on a loader with no batches
+        next(endless(make_loader(x[:3], batch_size=4, drop_last=True)))
 
 
 def test_augment_digits_keeps_originals_labels_and_seed():
