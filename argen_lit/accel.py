@@ -28,10 +28,11 @@ def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
 def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, window: int = 8, cfg_scale: float = 1.0,
                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                        generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
-                       group_gap: float | None = None, stats: dict | None = None) -> torch.Tensor:
+                       group_gap: float | None = None, group_rank: int | None = None, stats: dict | None = None) -> torch.Tensor:
     """Raster-order token ids (B, n_tokens) by speculative Jacobi decoding: `window` guesses checked per forward pass
     with the lossless speculative-sampling test (or, with `groups` (V, k), GSD's grouped test; with `group_gap`, a
-    neighbour counts only if the model gives it a probability within `group_gap` of the guess's). `stats`, if given,
+    neighbour counts only if the model gives it a probability within `group_gap` of the guess's; with `group_rank`,
+    only if its rank under the model is within `group_rank` places of the guess's). `stats`, if given,
     gets 'passes' and 'tokens_per_pass'."""
     if not isinstance(window, int) or window < 1: raise ValueError(f"window: expected an int >= 1, got {window!r}")
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
@@ -43,6 +44,8 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
         raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
     if group_gap is not None and (groups is None or not group_gap > 0):
         raise ValueError(f"group_gap: expected a probability gap > 0 together with groups, got {group_gap!r}")
+    if group_rank is not None and (groups is None or not isinstance(group_rank, int) or group_rank < 0):
+        raise ValueError(f"group_rank: expected an int >= 0 together with groups, got {group_rank!r}")
     lab = labels.to(dev)
     if guided: lab = with_null_class(lab, c.null_class)
     was_training = model.training; model.eval()
@@ -64,9 +67,13 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
         else:
             g = groups.to(dev)[d]                                     # (B, W, k) group of each guess
             pg, qg = pw.gather(-1, g), qw.gather(-1, g)
+            near = torch.ones_like(pg, dtype=torch.bool)
             if group_gap is not None:   # GSD's filter: a likely neighbour may not vouch for an unlikely guess
-                near = (pg - pw.gather(-1, d[..., None])).abs() < group_gap
-                pg, qg = pg * near, qg * near
+                near &= (pg - pw.gather(-1, d[..., None])).abs() < group_gap
+            if group_rank is not None:  # nor may one many places above it in the model's ranking
+                rank = pw.argsort(-1, descending=True).argsort(-1)
+                near &= (rank.gather(-1, g) - rank.gather(-1, d[..., None])).abs() <= group_rank
+            pg, qg = pg * near, qg * near
             pd, qd = pg.sum(-1), qg.sum(-1)
         u = torch.rand(B, W, device=dev, generator=generator)
         ok = (u * qd < pd).long().cumprod(1)                          # leading run of passed guesses
@@ -111,7 +118,7 @@ def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
     p = (k1 + k2) / (n1 + n2); se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n2), 1e-12))
     return math.erfc(abs(k1 / n1 - k2 / n2) / se / math.sqrt(2))
 
-# %% ../nbs/70_acceleration.ipynb #88c80579
+# %% ../nbs/70_acceleration.ipynb #f78eb986
 DECODE_MODES = ("eager", "compile", "cuda-graph")
 
 class StaticDecoder:

@@ -24,15 +24,17 @@ from argen_lit.transformer import Transformer, TransformerConfig, generate
 from argen_lit.vq import load_prior, load_tokenizer
 
 
-def speculative_rows(folder, device, batch, window, group_size, cfg, rounds):
+def speculative_rows(folder, device, batch, window, cfg, rounds, group_size, gsd_window, group_gap, group_rank):
     "Plain, SJD and GSD on a trained raster prior (folder/prior, folder/tokenizer): images/s and passes per image."
     prior, tok = load_prior(Path(folder) / "prior", device), load_tokenizer(Path(folder) / "tokenizer", device)
+    group_size = group_size or tok.n_codes
     groups = code_neighbours(tok.quantizer.lookup(torch.arange(tok.n_codes, device=device)), group_size)
     lab = lambda b: torch.arange(b, device=device) % 10
     return compare_speed({
         "plain (static cache)": (lambda b: generate(prior, 49, lab(b), cfg_scale=cfg), prior),
         f"SJD window {window}": (lambda b: speculative_jacobi(prior, 49, lab(b), window=window, cfg_scale=cfg), prior),
-        f"GSD window {window}, k={group_size}": (lambda b: speculative_jacobi(prior, 49, lab(b), window=window, cfg_scale=cfg, groups=groups), prior),
+        f"GSD window {gsd_window}, k={group_size}, gap {group_gap}, rank {group_rank}": (lambda b: speculative_jacobi(
+            prior, 49, lab(b), window=gsd_window, cfg_scale=cfg, groups=groups, group_gap=group_gap, group_rank=group_rank), prior),
     }, n_images=batch, rounds=rounds)
 
 
@@ -46,7 +48,10 @@ def main(argv=None):
     p.add_argument("--no-cache-row", action="store_true", help="skip the (slow) no-cache row")
     p.add_argument("--prior", default=None, help="folder with prior/ and tokenizer/ checkpoints (nbs/70 writes runs/accel/full)")
     p.add_argument("--spec-batch", type=int, default=10); p.add_argument("--window", type=int, default=8)
-    p.add_argument("--group-size", type=int, default=16); p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--cfg", type=float, default=3.0)
+    p.add_argument("--group-size", type=int, default=None, help="GSD: codebook neighbours per group (default: the whole codebook)")
+    p.add_argument("--gsd-window", type=int, default=24); p.add_argument("--group-gap", type=float, default=0.15)
+    p.add_argument("--group-rank", type=int, default=30, help="GSD: rank window (nbs/70's confirmed setting)")
     p.add_argument("--device", default=None); p.add_argument("--out", default="runs/bench/accel.json")
     a = p.parse_args(argv)
     device = default_device(a.device)
@@ -80,7 +85,8 @@ def main(argv=None):
         print(f"| {r['decoder']} | {r['ms_per_step']:.3f} | {r['images_per_s']:.1f} | {r['speedup']:.1f}x |")
     spec = []
     if a.prior:
-        with torch.no_grad(): spec = speculative_rows(a.prior, device, a.spec_batch, a.window, a.group_size, a.cfg, a.rounds)
+        with torch.no_grad(): spec = speculative_rows(a.prior, device, a.spec_batch, a.window, a.cfg, a.rounds,
+                                                       a.group_size, a.gsd_window, a.group_gap, a.group_rank)
         print(f"\nspeculative samplers on the trained prior ({a.prior}), batch {a.spec_batch}, cfg {a.cfg}")
         print("| sampler | forward passes per image | images/s | speed-up |\n|---|---:|---:|---:|")
         for r in spec: print(f"| {r['sampler']} | {r['forward_passes_per_image']} | {r['images_per_s']:.1f} | {r['speedup']:.2f}x |")

@@ -62,6 +62,20 @@ def test_group_gap_filters_the_group(model):
     assert torch.equal(c, d)                                                    # only the guess itself counts: SJD
 
 
+def test_group_rank_filters_the_group(model):
+    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)
+    a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole)
+    b = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, group_rank=16)
+    assert torch.equal(a, b)                                                    # a window wider than the vocabulary: no filter
+    c = speculative_jacobi(model, 49, LABELS, generator=make_generator(2))
+    d = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, group_rank=0)
+    assert torch.equal(c, d)                                                    # rank window 0 leaves the guess alone: SJD
+    st_narrow, st_wide = {}, {}
+    speculative_jacobi(model, 49, LABELS, generator=make_generator(5), groups=whole, group_rank=2, stats=st_narrow)
+    speculative_jacobi(model, 49, LABELS, generator=make_generator(5), groups=whole, group_rank=8, stats=st_wide)
+    assert 6 <= st_wide["passes"] <= st_narrow["passes"] <= 49
+
+
 def test_speculative_jacobi_is_seeded(model):
     a = speculative_jacobi(model, 49, LABELS, generator=make_generator(3))
     assert torch.equal(a, speculative_jacobi(model, 49, LABELS, generator=make_generator(3)))
@@ -127,6 +141,8 @@ def test_bad_input_is_refused(model):
     with pytest.raises(ValueError, match="groups"): speculative_jacobi(model, 49, LABELS, groups=torch.zeros(3, 2, dtype=torch.long))
     for gap, groups in ((0.1, None), (0.0, code_neighbours(torch.randn(16, 4), 2)), (-0.1, code_neighbours(torch.randn(16, 4), 2))):
         with pytest.raises(ValueError, match="group_gap"): speculative_jacobi(model, 49, LABELS, groups=groups, group_gap=gap)
+    for rank, groups in ((3, None), (-1, code_neighbours(torch.randn(16, 4), 2)), (1.5, code_neighbours(torch.randn(16, 4), 2))):
+        with pytest.raises(ValueError, match="group_rank"): speculative_jacobi(model, 49, LABELS, groups=groups, group_rank=rank)
     with pytest.raises(ValueError, match="mode"): StaticDecoder(model, 2, 10, mode="turbo")
     with pytest.raises(ValueError, match="labels"): StaticDecoder(model, 2, 10).sample(torch.arange(3))
     if not torch.cuda.is_available():
