@@ -44,6 +44,17 @@ def test_greedy_speculative_jacobi_returns_the_greedy_tokens(model, window, cfg)
     assert c["n"] == st["passes"] <= 49
 
 
+@pytest.mark.parametrize("cfg", [1.0, 2.0])
+def test_greedy_grouped_decoding_with_a_gap_returns_the_greedy_tokens(model, cfg):
+    # at temperature 0 a wrong guess has probability 0, and a gap below 1 keeps the model's choice out of its group
+    ref = generate(model, 49, LABELS, cfg_scale=cfg, temperature=0)
+    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)
+    for gap, rank in ((0.15, None), (0.15, 30), (0.99, 2)):
+        out = speculative_jacobi(model, 49, LABELS, window=24, cfg_scale=cfg, temperature=0, generator=make_generator(1),
+                                 groups=whole, group_gap=gap, group_rank=rank)
+        assert torch.equal(out, ref)
+
+
 def test_groups_of_one_are_plain_speculative_jacobi(model):
     a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2))
     b = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=code_neighbours(torch.randn(16, 4), 1))
