@@ -38,7 +38,6 @@ def code_clusters(codebook: torch.Tensor, k: int, iters: int = 50, seed: int = 0
             if (assign == j).any(): centres[j] = x[assign == j].mean(0)
     return torch.cdist(x, centres).argmin(1)
 
-#| export
 @torch.no_grad()
 def reencode_rate(tokenizer, ids: torch.Tensor, batch_size: int = 500) -> float:
     "Share of tokens of maps (B, h, w) that decode -> encode returns unchanged."

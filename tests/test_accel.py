@@ -44,11 +44,16 @@ def test_greedy_speculative_jacobi_returns_the_greedy_tokens(model, window, cfg)
     assert c["n"] == st["passes"] <= 49
 
 
+def whole_codebook_groups():
+    "GSD groups for the 16-code test model in which one group holds every code."
+    return code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)
+
+
 @pytest.mark.parametrize("cfg", [1.0, 2.0])
 def test_greedy_grouped_decoding_with_a_gap_returns_the_greedy_tokens(model, cfg):
     # at temperature 0 a wrong guess has probability 0, and a gap below 1 keeps the model's choice out of its group
     ref = generate(model, 49, LABELS, cfg_scale=cfg, temperature=0)
-    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)
+    whole = whole_codebook_groups()
     for gap, rank in ((0.15, None), (0.15, 30), (0.99, 2)):
         out = speculative_jacobi(model, 49, LABELS, window=24, cfg_scale=cfg, temperature=0, generator=make_generator(1),
                                  groups=whole, group_gap=gap, group_rank=rank)
@@ -62,7 +67,7 @@ def test_groups_of_one_are_plain_speculative_jacobi(model):
 
 
 def test_group_gap_filters_the_group(model):
-    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)   # one group holds every code
+    whole = whole_codebook_groups()
     st = {}
     a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, stats=st)
     assert st["passes"] == 6                                                    # every guess passes: 9 tokens per pass
@@ -74,7 +79,7 @@ def test_group_gap_filters_the_group(model):
 
 
 def test_group_rank_filters_the_group(model):
-    whole = code_neighbours(torch.randn(16, 4, generator=make_generator(0)), 16)
+    whole = whole_codebook_groups()
     a = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole)
     b = speculative_jacobi(model, 49, LABELS, generator=make_generator(2), groups=whole, group_rank=16)
     assert torch.equal(a, b)                                                    # a window wider than the vocabulary: no filter
