@@ -9,7 +9,8 @@ import time
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .transformer import Transformer, apply_rope, cfg_logits, rope_angles, token_probs, with_null_class
+from .core import eval_mode
+from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
 
 # %% auto #0
 __all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'chi2_two_sample', 'same_distribution', 'two_proportion_p',
@@ -38,60 +39,56 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
     c, dev = model.config, next(model.parameters()).device
     if n_tokens + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {n_tokens} + the class token exceed max_seq_len {c.max_seq_len}")
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
-    V, B, guided = c.vocab_size, len(labels), cfg_scale != 1.0
+    V, B = c.vocab_size, len(labels)
     if groups is not None and (groups.ndim != 2 or len(groups) != V):
         raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
     if group_gap is not None and (groups is None or not group_gap > 0):
         raise ValueError(f"group_gap: expected a probability gap > 0 together with groups, got {group_gap!r}")
     if group_rank is not None and (groups is None or not isinstance(group_rank, int) or group_rank < 0):
         raise ValueError(f"group_rank: expected an int >= 0 together with groups, got {group_rank!r}")
-    lab = labels.to(dev)
-    if guided: lab = with_null_class(lab, c.null_class)
-    was_training = model.training; model.eval()
-    cache = model.new_cache(len(lab), n_tokens + window + 1)
+    cfg = Guidance(labels, c.null_class, cfg_scale, dev)
+    cache = model.new_cache(len(cfg.labels), n_tokens + window + 1)
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     draft = torch.randint(0, V, (B, n_tokens), device=dev, generator=generator)   # fresh guesses: q uniform
     q = torch.full((B, n_tokens, V), 1.0 / V, device=dev)
     n, passes = 0, 0
-    while n < n_tokens:
-        W = min(window, n_tokens - n)
-        d = draft[:, n:n + W]
-        inp = d if n == 0 else torch.cat([out[:, n - 1:n], d], 1)   # at n = 0 the class token comes first
-        logits = model(torch.cat([inp, inp]) if guided else inp, lab if n == 0 else None, cache=cache).float()
-        passes += 1
-        if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-        p = token_probs(logits, temperature, top_k, top_p)          # (B, W + 1, V): position j is token n + j
-        pw, qw = p[:, :W], q[:, n:n + W]
-        if groups is None: pd, qd = pw.gather(-1, d[..., None])[..., 0], qw.gather(-1, d[..., None])[..., 0]
-        else:
-            g = groups.to(dev)[d]                                     # (B, W, k) group of each guess
-            pg, qg = pw.gather(-1, g), qw.gather(-1, g)
-            near = torch.ones_like(pg, dtype=torch.bool)
-            if group_gap is not None:   # GSD's filter: a likely neighbour may not vouch for an unlikely guess
-                near &= (pg - pw.gather(-1, d[..., None])).abs() < group_gap
-            if group_rank is not None:  # nor may one many places above it in the model's ranking
-                rank = pw.argsort(-1, descending=True).argsort(-1)
-                near &= (rank.gather(-1, g) - rank.gather(-1, d[..., None])).abs() <= group_rank
-            pg, qg = pg * near, qg * near
-            pd, qd = pg.sum(-1), qg.sum(-1)
-        u = torch.rand(B, W, device=dev, generator=generator)
-        ok = (u * qd < pd).long().cumprod(1)                          # leading run of passed guesses
-        m = int(ok.sum(1).min())                                      # the batch keeps its slowest row's run
-        out[:, n:n + m] = d[:, :m]
-        if m < W:   # rows refused at m draw from the residual; rows that passed keep their guess
-            resid = (p[:, m] - q[:, n + m]).clamp(min=0)
-            resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, m])  # p == q: draw from p
-            out[:, n + m] = torch.where(ok[:, m].bool(), d[:, m], _draw(resid, generator))
-        elif n + W < n_tokens: out[:, n + W] = _draw(p[:, W], generator)   # all passed: one more from the last position
-        kept = min(m + 1, n_tokens - n)
-        cache.crop(n + 1 + m)   # class or x_{n-1}, then the m kept guesses, stay cached
-        n += kept
-        ahead = min(W + 1 - (m + 1), n_tokens - n)                     # window positions after the kept tokens
-        if ahead > 0:   # Jacobi update: new guesses from this pass's predictions there
-            fresh = p[:, m + 1:m + 1 + ahead]
-            draft[:, n:n + ahead], q[:, n:n + ahead] = _draw(fresh, generator), fresh
-    model.train(was_training)
+    with eval_mode(model):
+        while n < n_tokens:
+            passes += 1
+            W = min(window, n_tokens - n)
+            d = draft[:, n:n + W]
+            inp = d if n == 0 else torch.cat([out[:, n - 1:n], d], 1)   # at n = 0 the class token comes first
+            logits = cfg.mix(model(cfg.double(inp), cfg.labels if n == 0 else None, cache=cache).float())
+            p = token_probs(logits, temperature, top_k, top_p)          # (B, W + 1, V): position j is token n + j
+            pw, qw = p[:, :W], q[:, n:n + W]
+            if groups is None: pd, qd = pw.gather(-1, d[..., None])[..., 0], qw.gather(-1, d[..., None])[..., 0]
+            else:
+                g = groups.to(dev)[d]                                     # (B, W, k) group of each guess
+                pg, qg = pw.gather(-1, g), qw.gather(-1, g)
+                near = torch.ones_like(pg, dtype=torch.bool)
+                if group_gap is not None:   # GSD's filter: a likely neighbour may not vouch for an unlikely guess
+                    near &= (pg - pw.gather(-1, d[..., None])).abs() < group_gap
+                if group_rank is not None:  # nor may one many places above it in the model's ranking
+                    rank = pw.argsort(-1, descending=True).argsort(-1)
+                    near &= (rank.gather(-1, g) - rank.gather(-1, d[..., None])).abs() <= group_rank
+                pg, qg = pg * near, qg * near
+                pd, qd = pg.sum(-1), qg.sum(-1)
+            u = torch.rand(B, W, device=dev, generator=generator)
+            ok = (u * qd < pd).long().cumprod(1)                          # leading run of passed guesses
+            m = int(ok.sum(1).min())                                      # the batch keeps its slowest row's run
+            out[:, n:n + m] = d[:, :m]
+            if m < W:   # rows refused at m draw from the residual; rows that passed keep their guess
+                resid = (p[:, m] - q[:, n + m]).clamp(min=0)
+                resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, m])  # p == q: draw from p
+                out[:, n + m] = torch.where(ok[:, m].bool(), d[:, m], _draw(resid, generator))
+            elif n + W < n_tokens: out[:, n + W] = _draw(p[:, W], generator)   # all passed: one more from the last position
+            kept = min(m + 1, n_tokens - n)
+            cache.crop(n + 1 + m)   # class or x_{n-1}, then the m kept guesses, stay cached
+            n += kept
+            ahead = min(W + 1 - (m + 1), n_tokens - n)                     # window positions after the kept tokens
+            if ahead > 0:   # Jacobi update: new guesses from this pass's predictions there
+                fresh = p[:, m + 1:m + 1 + ahead]
+                draft[:, n:n + ahead], q[:, n:n + ahead] = _draw(fresh, generator), fresh
     if stats is not None: stats.update(passes=passes, tokens_per_pass=n_tokens / passes)
     return out
 
@@ -133,8 +130,9 @@ class StaticDecoder:
         if n_tokens < 1 or n_tokens + 1 > c.max_seq_len:
             raise ValueError(f"n_tokens: expected 1..{c.max_seq_len - 1} (max_seq_len {c.max_seq_len}), got {n_tokens}")
         if cfg_scale < 0 or temperature < 0: raise ValueError(f"cfg_scale/temperature: expected >= 0, got {cfg_scale}/{temperature}")
-        self.model, self.B, self.n_tokens, self.mode = model.eval(), batch_size, n_tokens, mode
+        self.model, self.B, self.n_tokens, self.mode = model, batch_size, n_tokens, mode
         self.cfg_scale, self.temperature, self.guided = cfg_scale, temperature, cfg_scale != 1.0
+        self.cfg = Guidance(torch.zeros(batch_size, dtype=torch.long), c.null_class, cfg_scale)  # mixing; `sample` labels
         rows = 2 * batch_size if self.guided else batch_size
         self.cache = model.new_cache(rows, n_tokens + 1)
         ang = rope_angles(model.positions[:n_tokens + 1].to(dev), c.head_dim, c.rope_base)
@@ -147,18 +145,18 @@ class StaticDecoder:
         self.run = self._step
         if mode == "compile":
             self.run = torch.compile(self._step, mode="reduce-overhead" if dev.type == "cuda" else None, fullgraph=True, dynamic=False)
-        if mode == "cuda-graph": self.run = self._capture()
+        if mode == "cuda-graph":
+            with eval_mode(model): self.run = self._capture()  # the graph records eval-mode kernels
 
     def pick(self, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         "Guidance, then a categorical draw by Gumbel-max (argmax at temperature 0): (rows, V) logits -> (B, 1) ids."
-        logits = logits.float()
-        if self.guided: logits = cfg_logits(logits[:self.B], logits[self.B:], self.cfg_scale)
+        logits = self.cfg.mix(logits.float())
         if self.temperature == 0: return logits.argmax(-1, keepdim=True)
         return (logits / self.temperature - torch.log(-torch.log(noise.clamp(1e-20, 1 - 1e-7)))).argmax(-1, keepdim=True)
 
     def _step(self) -> torch.Tensor:
         m, pos = self.model, self.pos.view(1)
-        x = m.tok_emb(torch.cat([self.tok, self.tok]) if self.guided else self.tok)
+        x = m.tok_emb(self.cfg.double(self.tok))
         if m.pos_emb is not None: x = x + m.pos_emb.weight.index_select(0, pos).to(x.dtype)
         rot = (self.cos.index_select(0, pos), self.sin.index_select(0, pos))
         visible = (self.slots <= self.pos)[None, :]   # (1, slots): the filled cache positions
@@ -188,16 +186,16 @@ class StaticDecoder:
         "Token ids (B, n_tokens) for `labels` (B,): the class token through the model, then one fixed-shape step per token."
         if len(labels) != self.B: raise ValueError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
         m, dev = self.model, self.slots.device
-        lab = labels.to(dev)
+        lab = Guidance(labels, m.config.null_class, self.cfg_scale, dev).labels
         self.cache.length = 0
-        first = m(torch.empty(len(lab) * (2 if self.guided else 1), 0, dtype=torch.long, device=dev),
-                  with_null_class(lab, m.config.null_class) if self.guided else lab, cache=self.cache)[:, -1]
         out = torch.empty(self.B, self.n_tokens, dtype=torch.long, device=dev)
-        out[:, :1] = self.pick(first, torch.rand(self.noise.shape, device=dev, generator=generator))
-        for i in range(1, self.n_tokens):
-            self.tok.copy_(out[:, i - 1:i]); self.pos.fill_(i)
-            self.noise.copy_(torch.rand(self.noise.shape, device=dev, generator=generator))
-            out[:, i:i + 1] = self.run()
+        with eval_mode(m):
+            first = m(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=self.cache)[:, -1]
+            out[:, :1] = self.pick(first, torch.rand(self.noise.shape, device=dev, generator=generator))
+            for i in range(1, self.n_tokens):
+                self.tok.copy_(out[:, i - 1:i]); self.pos.fill_(i)
+                self.noise.copy_(torch.rand(self.noise.shape, device=dev, generator=generator))
+                out[:, i:i + 1] = self.run()
         return out
 
 def ms_per_step(fn, n_steps: int, rounds: int = 3) -> float:

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config',
-           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'one_cycle', 'n_params', 'check_ids']
+           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'one_cycle', 'to_device', 'train_loop',
+           'eval_mode', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -145,6 +146,49 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: f
     if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
     if steps < 10: return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
+
+# %% ../nbs/00_core.ipynb #aca61a11
+def to_device(batch, device):
+    "A tensor, or a tuple/list of tensors (and Nones), moved to `device`."
+    if isinstance(batch, torch.Tensor): return batch.to(device)
+    if isinstance(batch, (tuple, list)): return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
+               betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
+               amp: bool = True, desc: str = "train") -> list[float]:
+    """The course's one training loop: `steps` AdamW steps (one-cycle LR, gradient-norm clipping at `clip`, bf16
+    autocast on CUDA when `amp`) on `loss_fn(model, batch)`, batches drawn from the iterator `batches` and moved to
+    the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
+    Returns the logged value of every step as floats; the model is in train mode during the loop, eval mode after."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    params = list(model.parameters()) if params is None else list(params)
+    dev = next(model.parameters()).device
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    sched, batches, logged = one_cycle(opt, lr, steps, warmup), iter(batches), []
+    model.train()
+    for _ in progress(range(steps), desc=desc):
+        batch = to_device(next(batches), dev)
+        with autocast(dev, enabled=amp): out = loss_fn(model, batch)
+        loss, value = out if isinstance(out, tuple) else (out, out)
+        opt.zero_grad(set_to_none=True); loss.backward()
+        if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step(); sched.step()
+        logged.append(value.item() if isinstance(value, torch.Tensor) else float(value))
+    model.eval()
+    return logged
+
+# %% ../nbs/00_core.ipynb #6cf71a2e
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module):
+    "Eval mode for every submodule of `models` inside the block; afterwards each submodule's previous mode is restored."
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    try:
+        for model in models: model.eval()
+        yield
+    finally:
+        for m, mode in saved: m.training = mode
 
 # %% ../nbs/00_core.ipynb #3708ab8f
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from .core import (Config, check_ids, default_device, load_checkpoint, load_config, make_generator,
-                            progress, save_checkpoint)
+from .core import (Config, check_ids, default_device, eval_mode, load_checkpoint, load_config, make_generator,
+                            save_checkpoint, train_loop)
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
@@ -58,8 +58,9 @@ class DigitClassifier(nn.Module):
 @torch.no_grad()
 def classifier_accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     "Share of `images` whose predicted class equals `labels`."
-    model.eval(); dev = next(model.parameters()).device
-    preds = torch.cat([model(images[i:i + batch_size].to(dev)).argmax(-1).cpu() for i in range(0, len(images), batch_size)])
+    dev = next(model.parameters()).device
+    with eval_mode(model):
+        preds = torch.cat([model(images[i:i + batch_size].to(dev)).argmax(-1).cpu() for i in range(0, len(images), batch_size)])
     return (preds == labels.cpu()).float().mean().item()
 
 def train_classifier(epochs: int = 10, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
@@ -70,17 +71,15 @@ def train_classifier(epochs: int = 10, seed: int = 0, batch_size: int = 64, lr: 
     xtr, ytr = load_mnist5k("train"); xte, yte = load_mnist5k("test")
     model = DigitClassifier().to(dev)
     steps_per_epoch = len(xtr) // batch_size
-    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * steps_per_epoch)
-    for _ in progress(range(epochs), desc="train classifier"):
-        model.train()
-        perm = torch.randperm(len(xtr), generator=g)
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            x = random_affine(xtr[idx].float() / 255, g)
-            loss = F.cross_entropy(model(x.to(dev)), ytr[idx].to(dev))
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-    return model.eval(), classifier_accuracy(model, xte, yte)
+    def augmented():  # a fresh permutation each epoch, every batch randomly warped (one generator, in step order)
+        while True:
+            perm = torch.randperm(len(xtr), generator=g)
+            for i in range(steps_per_epoch):
+                idx = perm[i * batch_size:(i + 1) * batch_size]
+                yield random_affine(xtr[idx].float() / 255, g), ytr[idx]
+    train_loop(model, augmented(), lambda m, b: F.cross_entropy(m(b[0]), b[1]), epochs * steps_per_epoch, lr,
+               weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.3, clip=None, amp=False, desc="train classifier")
+    return model, classifier_accuracy(model, xte, yte)
 
 # %% ../nbs/03_eval.ipynb #46ad9b33
 CLASSIFIER_DIR = "assets/digit_classifier"

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, load_checkpoint, load_config, one_cycle, progress
+from .core import Config, eval_mode, load_checkpoint, load_config, train_loop
 from .data import endless, make_loader
-from .transformer import Transformer, TransformerConfig, train_on_tokens, with_null_class
+from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
 from .vq import check_image_batch, conv_decoder, conv_encoder
 
 # %% auto #0
@@ -91,26 +91,21 @@ class LatentTokenizer(nn.Module):
 def train_latent_tokenizer(tok: LatentTokenizer, images: torch.Tensor, steps: int = 800, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0) -> list[float]:
     "Train on pixel MSE through the noisy posterior + the prior term, then fit the token scale; returns the MSE per step."
-    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
-    opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=1e-4)
-    sched = one_cycle(opt, lr, steps, warmup=0.05)
-    loader, losses = make_loader(images, batch_size=batch_size, seed=seed, drop_last=True), []
-    tok.train(); batches = endless(loader)
-    for _ in progress(range(steps), desc="train LatentTokenizer"):
-        xb = next(batches)
+    def loss(tok, xb):
         rec, z = tok(xb)
-        mse = F.mse_loss(rec, xb.to(rec.device).float() / 255)
-        loss = mse + tok.config.prior_weight * 0.5 * z.pow(2).mean()
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        losses.append(mse.item())
-    tok.eval(); tok.fit_scale(images)
+        mse = F.mse_loss(rec, xb.float() / 255)
+        return mse + tok.config.prior_weight * 0.5 * z.pow(2).mean(), mse  # optimise both, log the pixel error
+    batches = endless(make_loader(images, batch_size=batch_size, seed=seed, drop_last=True))
+    losses = train_loop(tok, batches, loss, steps, lr, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.05, clip=None,
+                        amp=False, desc="train LatentTokenizer")
+    tok.fit_scale(images)
     return losses
 
 @torch.no_grad()
 def latent_psnr(tok: LatentTokenizer, images: torch.Tensor, batch_size: int = 500) -> tuple[float, torch.Tensor]:
     "Reconstruction PSNR (dB) of `images` through encode -> decode, and the uint8 reconstructions."
-    tok.eval()
-    recs = torch.cat([tok.decode(tok.encode(images[i:i + batch_size])).cpu() for i in range(0, len(images), batch_size)])
+    with eval_mode(tok):
+        recs = torch.cat([tok.decode(tok.encode(images[i:i + batch_size])).cpu() for i in range(0, len(images), batch_size)])
     mse = F.mse_loss(recs.float() / 255, images.float() / 255).item()
     return 10 * math.log10(1 / mse), recs
 
@@ -237,7 +232,7 @@ class FlowPrior(nn.Module):
         when `cfg_scale` != 1: guidance u + s (c - u) on the velocity (the prediction, for the MSE head)."""
         guided = cfg_scale != 1.0
         B = len(z) // 2 if guided else len(z)
-        def guide(out): return out[B:] + cfg_scale * (out[:B] - out[B:]) if guided else out
+        def guide(out): return cfg_logits(out[:B], out[B:], cfg_scale) if guided else out  # on velocities, not logits
         if self.config.head == "mse": return guide(self.regress(z))
         double = (lambda a: torch.cat([a, a])) if guided else (lambda a: a)
         noise = temperature * torch.randn(B, self.config.token_dim, device=z.device, generator=generator)
@@ -268,20 +263,17 @@ def sample_flow(model: FlowPrior, labels: torch.Tensor, steps: int | list[int] =
     per_token = list(steps) if isinstance(steps, (list, tuple)) else [steps] * N
     if len(per_token) != N: raise ValueError(f"steps: expected an int or {N} per-token ints, got {len(per_token)}")
     if any(not isinstance(s, int) or s < 1 for s in per_token): raise ValueError(f"steps: expected ints >= 1, got {steps!r}")
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
-    bb, dev, guided = model.backbone, next(model.parameters()).device, cfg_scale != 1.0
-    lab = labels.to(dev)
-    if guided: lab = with_null_class(lab, bb.config.null_class)
-    was_training = model.training; model.eval()
-    cache = bb.new_cache(len(lab), N)
-    x_in, out = torch.zeros(len(lab), 0, bb.config.d_model, device=dev), []
-    for i in range(N):
-        z = bb(embeds=x_in, labels=lab if i == 0 else None, cache=cache)[:, -1]
-        x = model.sample_token(z, per_token[i], cfg_scale, temperature, generator)
-        out.append(x)
-        x_in = model.embed(torch.cat([x, x]) if guided else x)[:, None]
-    model.train(was_training)
+    bb, dev = model.backbone, next(model.parameters()).device
+    cfg = Guidance(labels, bb.config.null_class, cfg_scale, dev)
+    cache = bb.new_cache(len(cfg.labels), N)
+    x_in, out = torch.zeros(len(cfg.labels), 0, bb.config.d_model, device=dev), []
+    with eval_mode(model):
+        for i in range(N):
+            z = bb(embeds=x_in, labels=cfg.labels if i == 0 else None, cache=cache)[:, -1]
+            x = model.sample_token(z, per_token[i], cfg_scale, temperature, generator)  # guided inside the head
+            out.append(x)
+            x_in = model.embed(cfg.double(x))[:, None]
     return torch.stack(out, dim=1)
 
 def sample_flow_images(tokenizer: LatentTokenizer, prior: FlowPrior, labels: torch.Tensor, batch_size: int = 1000,

@@ -21,8 +21,8 @@ from .flow_heads import (FlowPrior, FlowPriorConfig, LatentConfig, LatentTokeniz
 from .masked import sample_masked, train_masked
 from .next_scale import MultiScaleConfig, MultiScaleTokenizer, NextScalePrior, sample_next_scale
 from .pixels import GatedPixelCNN, PixelCNNConfig, dataset_bits_per_dim, sample as sample_pixels, train_pixelcnn
-from .transformer import Transformer, TransformerConfig, train_next_token
-from .vq import Tokenizer, TokenizerConfig, load_prior, load_tokenizer, sample_images, train_tokenizer
+from .transformer import Transformer, TransformerConfig, load_transformer, train_next_token
+from .vq import Tokenizer, TokenizerConfig, load_tokenizer, sample_images, train_tokenizer
 
 # %% auto #0
 __all__ = ['BUDGETS', 'FLOW_STEPS', 'PARADIGMS', 'COLUMNS', 'Budget', 'get_budget', 'trained', 'Contender', 'Data', 'load_data',
@@ -100,7 +100,7 @@ def fit_pixels(b: Budget, data: Data, run: Path, device) -> Contender:
     cfg = PixelCNNConfig(channels=b.width // 4, n_layers=2 * b.depth, head_hidden=b.width // 2)
     load = lambda d: load_checkpoint(GatedPixelCNN(load_config(d, PixelCNNConfig)), d)
     model, secs = trained(run / "pixels", lambda: GatedPixelCNN(cfg), lambda m: train_pixelcnn(
-        m, data.xaug, data.yaug, epochs=10 ** 6, batch_size=b.batch, max_steps=b.steps), load, device)
+        m, data.xaug, data.yaug, steps=b.steps, batch_size=b.batch), load, device)
     bpd = dataset_bits_per_dim(model, data.xte, data.yte)
     return Contender(lambda y, g: sample_pixels(model, y, cfg_scale=2.0, generator=g), model.head, [model], secs,
                      "raster, cfg 2", bpd)
@@ -109,7 +109,7 @@ def fit_vq(b: Budget, data: Data, run: Path, device) -> Contender:
     tok, tok_secs = vq_tokenizer(b, data, run, device)
     seq = tok.encode(data.xaug).flatten(1).cpu()
     prior, secs = trained(run / "vq_prior", lambda: Transformer(prior_config(b, tok.n_codes)), lambda m: train_next_token(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior"), load_prior, device)
+        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior"), load_transformer, device)
     return Contender(lambda y, g: sample_images(tok, prior, y, cfg_scale=3.0, generator=g), prior, [tok, prior],
                      tok_secs + secs, "raster, KV cache, cfg 3")
 
@@ -119,7 +119,7 @@ def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
     cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
     lm, secs = trained(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
         m, scans_to_tokens(scans, max_len), data.yaug, steps=b.steps, batch_size=b.batch // 2, lr=2e-3, pad_token=PAD,
-        desc="train byte LM"), load_prior, device)
+        desc="train byte LM"), load_transformer, device)
     max_len = lm.config.max_seq_len - 2
     return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, cfg_scale=3.0, generator=g)[0], lm, [lm], secs,
                      f"bytes until EOS ({EOS}), cfg 3")
@@ -140,7 +140,7 @@ def fit_masked(b: Budget, data: Data, run: Path, device) -> Contender:
     tok, tok_secs = vq_tokenizer(b, data, run, device)
     seq = tok.encode(data.xaug).flatten(1).cpu()
     model, secs = trained(run / "masked_prior", lambda: Transformer(prior_config(b, tok.n_codes + 1, abs_pos=True)),
-                          lambda m: train_masked(m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_prior, device)
+                          lambda m: train_masked(m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_transformer, device)
     return Contender(lambda y, g: tok.decode(sample_masked(model, y, steps=8, cfg_scale=5.0, generator=g).reshape(-1, 7, 7)),
                      model, [tok, model], tok_secs + secs, "MaskGIT, 8 steps, cfg 5")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
-from .core import check_ids
-from .transformer import Transformer, cfg_logits, sample_logits, train_on_tokens, with_null_class
+from .core import check_ids, eval_mode
+from .transformer import Guidance, Transformer, sample_logits, train_on_tokens
 
 # %% auto #0
 __all__ = ['ORDERS', 'cosine_schedule', 'masked_counts', 'mask_id', 'mask_ratios', 'random_masks', 'masked_loss', 'train_masked',
@@ -26,7 +26,7 @@ def masked_counts(n_tokens: int, steps: int) -> list[int]:
     if steps > n_tokens: raise ValueError(f"steps: {steps} steps cannot each reveal a token of a {n_tokens}-token map")
     counts, prev = [], n_tokens
     for t in range(steps):
-        m = math.floor(n_tokens * math.cos(math.pi / 2 * (t + 1) / steps))
+        m = math.floor(n_tokens * math.cos(math.pi / 2 * ((t + 1) / steps)))  # ratio first: 2/3 must give exactly N/2
         prev = max(min(m, prev - 1), steps - 1 - t)  # reveal >= 1 now, leave >= 1 for each later step
         counts.append(prev)
     return counts
@@ -87,32 +87,28 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     if N + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
     if order not in ORDERS: raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     if noise < 0: raise ValueError(f"noise: expected >= 0, got {noise}")
-    B, mid, guided = len(labels), mask_id(model), cfg_scale != 1.0
-    lab = labels.to(dev)
-    if guided: lab = with_null_class(lab, c.null_class)
-    was_training = model.training; model.eval()
+    B, mid = len(labels), mask_id(model)
+    cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     ids = torch.full((B, N), mid, dtype=torch.long, device=dev)
     priority = torch.rand(B, N, generator=generator, device=dev) if order == "random" else None
     history = []
-    for t, n_masked in enumerate(counts):
-        logits = model(torch.cat([ids, ids]) if guided else ids, lab, mask="full")[:, 1:].float()
-        if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-        logits[..., mid] = float("-inf")  # after guidance: -inf - -inf would be nan
-        unknown = ids == mid
-        drawn = torch.where(unknown, sample_logits(logits, temperature, top_k, top_p, generator), ids)
-        if order == "confidence":
-            score = logits.log_softmax(-1).gather(-1, drawn[..., None])[..., 0]
-            anneal = noise * (1 - (t + 1) / steps)
-            if anneal > 0:
-                u = torch.rand(B, N, generator=generator, device=dev).clamp_(1e-20, 1 - 1e-7)
-                score = score + anneal * -torch.log(-torch.log(u))  # Gumbel noise
-        else: score = priority
-        score = score.masked_fill(~unknown, float("inf"))
-        remask = torch.zeros_like(unknown)
-        if n_masked: remask.scatter_(1, score.topk(n_masked, dim=1, largest=False).indices, True)
-        ids = drawn.masked_fill(remask, mid)
-        if return_history: history.append(ids.clone())
-    model.train(was_training)
+    with eval_mode(model):
+        for t, n_masked in enumerate(counts):
+            logits = cfg.mix(model(cfg.double(ids), cfg.labels, mask="full")[:, 1:].float())
+            logits[..., mid] = float("-inf")  # after guidance: -inf - -inf would be nan
+            unknown = ids == mid
+            drawn = torch.where(unknown, sample_logits(logits, temperature, top_k, top_p, generator), ids)
+            if order == "confidence":
+                score = logits.log_softmax(-1).gather(-1, drawn[..., None])[..., 0]
+                anneal = noise * (1 - (t + 1) / steps)
+                if anneal > 0:
+                    u = torch.rand(B, N, generator=generator, device=dev).clamp_(1e-20, 1 - 1e-7)
+                    score = score + anneal * -torch.log(-torch.log(u))  # Gumbel noise
+            else: score = priority
+            score = score.masked_fill(~unknown, float("inf"))
+            remask = torch.zeros_like(unknown)
+            if n_masked: remask.scatter_(1, score.topk(n_masked, dim=1, largest=False).indices, True)
+            ids = drawn.masked_fill(remask, mid)
+            if return_history: history.append(ids.clone())
     return (ids, history) if return_history else ids

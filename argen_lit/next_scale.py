@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids
-from .transformer import Transformer, TransformerConfig, cfg_logits, sample_logits, with_null_class
+from .core import Config, check_ids, eval_mode
+from .transformer import Guidance, Transformer, TransformerConfig, sample_logits
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats
 
 # %% auto #0
@@ -178,30 +178,25 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
                       given: torch.Tensor | None = None) -> torch.Tensor:
     """Token ids (B, sum s^2), one forward pass per scale with the KV cache; guidance ramps linearly from 1 (first scale)
     to `cfg_scale` (last). `given` (B, n) fixes the first n ids, which must end on a scale boundary."""
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     q, t, dev = prior.quantizer, prior.transformer, next(prior.parameters()).device
     B, K, bounds = len(labels), len(q.scales), [sum(q.lengths[:k]) for k in range(len(q.scales) + 1)]
     if given is not None:
         if given.ndim != 2 or len(given) != B or given.shape[1] not in bounds:
             raise ValueError(f"given: expected ({B}, n) ids with n a scale boundary {bounds}, got {tuple(given.shape)}")
         check_ids(given, "given", q.n_codes)
-    guided = cfg_scale != 1.0
-    lab = labels.to(dev)
-    if guided: lab = with_null_class(lab, t.config.null_class)
-    was_training = prior.training; prior.eval()
-    cache = t.new_cache(len(lab), bounds[-1])
+    cfg = Guidance(labels, t.config.null_class, cfg_scale, dev)
+    rows = len(cfg.labels)
+    cache = t.new_cache(rows, bounds[-1])
     step = dict(mask="block_causal", block_sizes=prior.block_sizes, positions=prior.positions, cache=cache)
-    logits = t(embeds=torch.zeros(len(lab), 0, t.config.d_model, device=dev), labels=lab, **step)
-    out, f_hat = [], torch.zeros(len(lab), q.dim, q.size, q.size, device=dev)
-    for k, s in enumerate(q.scales):
-        if k > 0: logits = t(embeds=prior.scale_inputs(f_hat, k), **step)
-        if given is not None and bounds[k + 1] <= given.shape[1]: ids = given[:, bounds[k]:bounds[k + 1]].to(dev)
-        else:
-            ramp = 1 + (cfg_scale - 1) * k / max(K - 1, 1)
-            lg = cfg_logits(logits[:B], logits[B:], ramp) if guided else logits
-            ids = sample_logits(lg, temperature, top_k, top_p, generator)
-        out.append(ids)
-        h = q.embed_scale(k, ids.reshape(B, s, s))
-        f_hat = f_hat + (torch.cat([h, h]) if guided else h)
-    prior.train(was_training)
+    out, f_hat = [], torch.zeros(rows, q.dim, q.size, q.size, device=dev)
+    with eval_mode(prior):
+        logits = t(embeds=torch.zeros(rows, 0, t.config.d_model, device=dev), labels=cfg.labels, **step)
+        for k, s in enumerate(q.scales):
+            if k > 0: logits = t(embeds=prior.scale_inputs(f_hat, k), **step)
+            if given is not None and bounds[k + 1] <= given.shape[1]: ids = given[:, bounds[k]:bounds[k + 1]].to(dev)
+            else:
+                ramp = 1 + (cfg_scale - 1) * k / max(K - 1, 1)  # guidance grows from 1 at the first scale
+                ids = sample_logits(cfg.mix(logits, ramp), temperature, top_k, top_p, generator)
+            out.append(ids)
+            f_hat = f_hat + cfg.double(q.embed_scale(k, ids.reshape(B, s, s)))
     return torch.cat(out, 1)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_ids, make_generator, progress
-from .data import make_loader
+from .core import Config, check_ids, eval_mode, make_generator, train_loop
+from .data import endless, make_loader
 from .eval import bits_per_dim
-from .transformer import cfg_logits, sample_logits, with_null_class
+from .transformer import Guidance, sample_logits
 
 # %% auto #0
 __all__ = ['MaskedConv2d', 'NaivePixelCNN', 'receptive_field', 'shift_down', 'GatedLayer', 'PixelCNNConfig', 'GatedPixelCNN',
@@ -128,32 +128,24 @@ class GatedPixelCNN(nn.Module):
 @torch.no_grad()
 def dataset_bits_per_dim(model: GatedPixelCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> float:
     "Exact bits/dim of `images` under `model` (mean over images)."
-    model.eval(); dev = next(model.parameters()).device
-    nll = torch.cat([model.nll(images[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
-                     for i in range(0, len(images), batch_size)])
+    dev = next(model.parameters()).device
+    with eval_mode(model):
+        nll = torch.cat([model.nll(images[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
+                         for i in range(0, len(images), batch_size)])
     return bits_per_dim(nll.mean().item(), images[0].numel())
 
-def train_pixelcnn(model: GatedPixelCNN, images, labels, epochs: int = 12, batch_size: int = 64, lr: float = 3e-3,
-                   label_dropout: float = 0.1, max_steps: int | None = None, seed: int = 0) -> list[float]:
-    "Maximum-likelihood training with AdamW and a one-cycle schedule; returns the loss (bits/dim) per step."
-    dev = next(model.parameters()).device
-    loader = make_loader(images, labels, batch_size, seed=seed, drop_last=True)
-    total = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
-    opt = torch.optim.AdamW(model.parameters(), lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=0.05)
-    g, losses = make_generator(seed), []
-    model.train()
-    bar = progress(total=total, desc="train PixelCNN")
-    while len(losses) < total:
-        for xb, yb in loader:
-            xb, yb = xb.to(dev), yb.to(dev)
-            drop = torch.rand(len(yb), generator=g).to(dev) < label_dropout  # null class now and then: unconditional too
-            nll = model.nll(xb, torch.where(drop, model.config.n_classes, yb)).mean()
-            opt.zero_grad(set_to_none=True); nll.backward(); opt.step(); sched.step()
-            losses.append(bits_per_dim(nll.item(), xb[0].numel())); bar.update(1)
-            if len(losses) == total: break
-    bar.close(); model.eval()
-    return losses
+def train_pixelcnn(model: GatedPixelCNN, images, labels, steps: int = 744, batch_size: int = 64, lr: float = 3e-3,
+                   label_dropout: float = 0.1, seed: int = 0) -> list[float]:
+    "Maximum-likelihood training for `steps` steps with `core.train_loop`; returns the loss (bits/dim) per step."
+    g = make_generator(seed)  # label dropout draws: their own stream, so batches and dropout stay reproducible
+    def nll(model, batch):
+        xb, yb = batch
+        drop = torch.rand(len(yb), generator=g).to(yb.device) < label_dropout  # null class now and then: unconditional too
+        return model.nll(xb, torch.where(drop, model.config.n_classes, yb)).mean()
+    batches = endless(make_loader(images, labels, batch_size, seed=seed, drop_last=True))
+    nats = train_loop(model, batches, nll, steps, lr, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.05, clip=None,
+                      amp=False, desc="train PixelCNN")
+    return [bits_per_dim(n, images[0].numel()) for n in nats]
 
 # %% ../nbs/10_pixels.ipynb #e5f6de96
 def _check_sampling(model, labels, temperature, cfg_scale):
@@ -168,30 +160,27 @@ def sample(model: GatedPixelCNN, labels: torch.Tensor, temperature: float = 1.0,
     """Class-conditional samples (B, 1, H, W) uint8 in raster order with row caching; label n_classes = unconditional.
     `cfg_scale` != 1 applies classifier-free guidance (LlamaGen's convention, see `argen_lit.transformer.cfg_logits`)."""
     _check_sampling(model, labels, temperature, cfg_scale)
-    c = model.config
-    model.eval(); dev = next(model.parameters()).device
-    B, S, guided = len(labels), c.image_size, cfg_scale != 1.0
-    labels = labels.to(dev)
-    if guided: labels = with_null_class(labels, c.n_classes)
+    c, dev = model.config, next(model.parameters()).device
+    B, S = len(labels), c.image_size
+    cfg = Guidance(labels, c.n_classes, cfg_scale, dev)
+    rows_in = len(cfg.labels)
     x = torch.zeros(B, 1, S, S, dtype=torch.uint8, device=dev)
-    def rows(r):  # row r of the image as network input, duplicated for the null-class half when guiding
-        xr = x[:, :, r:r + 1].float() / 127.5 - 1
-        return torch.cat([xr, xr]) if guided else xr
-    conds = [layer.conditioning(labels) for layer in model.layers]
-    vin = [layer.pad_v(torch.zeros(len(labels), layer.vconv.in_channels, S, S, device=dev)) for layer in model.layers]
-    v_above = [torch.zeros(len(labels), layer.vconv.out_channels, 1, S, device=dev) for layer in model.layers]  # row -1: nothing
-    for r in range(S):
-        for col in range(S):
-            h = rows(r)
-            for layer, (_, ch), va in zip(model.layers, conds, v_above): h = layer.h_step(h, va, ch)
-            logits = model.head(h[..., col:col + 1])[:, :, 0, 0]
-            if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-            x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
-        v = rows(r)  # row r is complete: extend each vertical stack by one row
-        for i, (layer, (cv, _)) in enumerate(zip(model.layers, conds)):
-            vin[i][:, :, r + layer.kh - 1, layer.k // 2: layer.k // 2 + S] = v[:, :, 0]
-            v_above[i] = layer.vconv(vin[i][:, :, r:r + layer.kh]) + cv
-            v = layer.gate(v_above[i])
+    def rows(r): return cfg.double(x[:, :, r:r + 1].float() / 127.5 - 1)  # row r as network input
+    with eval_mode(model):
+        conds = [layer.conditioning(cfg.labels) for layer in model.layers]
+        vin = [layer.pad_v(torch.zeros(rows_in, layer.vconv.in_channels, S, S, device=dev)) for layer in model.layers]
+        v_above = [torch.zeros(rows_in, layer.vconv.out_channels, 1, S, device=dev) for layer in model.layers]  # row -1: nothing
+        for r in range(S):
+            for col in range(S):
+                h = rows(r)
+                for layer, (_, ch), va in zip(model.layers, conds, v_above): h = layer.h_step(h, va, ch)
+                logits = cfg.mix(model.head(h[..., col:col + 1])[:, :, 0, 0])
+                x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
+            v = rows(r)  # row r is complete: extend each vertical stack by one row
+            for i, (layer, (cv, _)) in enumerate(zip(model.layers, conds)):
+                vin[i][:, :, r + layer.kh - 1, layer.k // 2: layer.k // 2 + S] = v[:, :, 0]
+                v_above[i] = layer.vconv(vin[i][:, :, r:r + layer.kh]) + cv
+                v = layer.gate(v_above[i])
     return x
 
 @torch.no_grad()
@@ -200,12 +189,11 @@ def sample_naive(model: GatedPixelCNN, labels: torch.Tensor, temperature: float 
     "The textbook sampler: the full network once per pixel (784 full passes); a reference for `sample`."
     _check_sampling(model, labels, temperature, cfg_scale)
     c, dev = model.config, next(model.parameters()).device
-    B, guided, labels = len(labels), cfg_scale != 1.0, labels.to(dev)
-    if guided: labels = with_null_class(labels, c.n_classes)
-    x = torch.zeros(B, 1, c.image_size, c.image_size, dtype=torch.uint8, device=dev)
-    for r in range(c.image_size):
-        for col in range(c.image_size):
-            logits = model(torch.cat([x, x]) if guided else x, labels)[:, :, r, col]
-            if guided: logits = cfg_logits(logits[:B], logits[B:], cfg_scale)
-            x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
+    cfg = Guidance(labels, c.n_classes, cfg_scale, dev)
+    x = torch.zeros(len(labels), 1, c.image_size, c.image_size, dtype=torch.uint8, device=dev)
+    with eval_mode(model):
+        for r in range(c.image_size):
+            for col in range(c.image_size):
+                logits = cfg.mix(model(cfg.double(x), cfg.labels)[:, :, r, col])
+                x[:, 0, r, col] = sample_logits(logits, temperature, generator=generator).to(torch.uint8)
     return x

@@ -10,14 +10,15 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, autocast, check_ids, one_cycle, progress
+from pathlib import Path
+from .core import Config, autocast, check_ids, eval_mode, load_checkpoint, load_config, train_loop
 from .data import endless, make_loader
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
            'SwiGLU', 'KVCache', 'GrowingKVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer',
-           'with_null_class', 'cfg_logits', 'filter_logits', 'token_probs', 'sample_logits', 'generate',
-           'next_token_bits', 'train_on_tokens', 'train_next_token']
+           'with_null_class', 'cfg_logits', 'Guidance', 'filter_logits', 'token_probs', 'sample_logits', 'generate',
+           'next_token_bits', 'train_on_tokens', 'train_next_token', 'load_transformer']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -299,6 +300,24 @@ def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.
     if scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {scale}")
     return uncond + scale * (cond - uncond)
 
+class Guidance:
+    """Classifier-free guidance for a batch of B labels, the one helper every sampler uses. With `scale` != 1 the
+    model sees 2B rows (`labels`: the B labels, then B null-class labels; `double(x)`: inputs repeated to match) and
+    `mix(out)` turns its 2B output rows back into B guided ones with `cfg_logits`; with `scale` == 1 both are no-ops."""
+    def __init__(self, labels: torch.Tensor, null_class: int, scale: float = 1.0, device=None):
+        if scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {scale}")
+        self.scale, self.n, self.on = scale, len(labels), scale != 1.0
+        labels = labels.to(device) if device is not None else labels
+        self.labels = with_null_class(labels, null_class) if self.on else labels
+
+    def double(self, x: torch.Tensor) -> torch.Tensor:
+        "Model inputs for B rows: repeated for the null-class half when guiding."
+        return torch.cat([x, x]) if self.on else x
+
+    def mix(self, out: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+        "Guided outputs (B, ...) from the model's (2B, ...); `scale` overrides this batch's (e.g. a ramp)."
+        return cfg_logits(out[:self.n], out[self.n:], self.scale if scale is None else scale) if self.on else out
+
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     "Set logits outside the top-k / nucleus top-p set to -inf (the most likely token is always kept)."
     if top_k is not None:
@@ -346,32 +365,28 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
         raise ValueError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
     if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
     c, dev = model.config, next(model.parameters()).device
     B = len(labels) if labels is not None else batch_size
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
-    guided = cfg_scale != 1.0
-    lab = with_null_class(labels, c.null_class) if guided else labels
-    was_training = model.training; model.eval()
+    cfg = Guidance(labels, c.null_class, cfg_scale, dev)
+    lab = cfg.labels
     kv = {"static": lambda: model.new_cache(len(lab), 1 + n_tokens), "growing": lambda: GrowingKVCache(len(lab)),
           "none": lambda: None}[cache]()
-    lab = lab.to(dev)
-    logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=kv)[:, -1]
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
-    for i in range(n_tokens):
-        step = cfg_logits(logits[:B], logits[B:], cfg_scale) if guided else logits
-        if logit_bias is not None: step = step + logit_bias
-        out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
-        if stop_token is not None:
-            out[done, i] = stop_token
-            done |= out[:, i] == stop_token
-            if done.all(): out = out[:, :i + 1]; break
-        if i + 1 < n_tokens:
-            nxt = out[:, i:i + 1] if kv is not None else out[:, :i + 1]  # no cache: the whole prefix again
-            nxt = torch.cat([nxt, nxt]) if guided else nxt
-            logits = (model(nxt, cache=kv) if kv is not None else model(nxt, lab))[:, -1]
-    model.train(was_training)
+    with eval_mode(model):
+        logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=kv)[:, -1]
+        for i in range(n_tokens):
+            step = cfg.mix(logits)
+            if logit_bias is not None: step = step + logit_bias
+            out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
+            if stop_token is not None:
+                out[done, i] = stop_token
+                done |= out[:, i] == stop_token
+                if done.all(): out = out[:, :i + 1]; break
+            if i + 1 < n_tokens:
+                nxt = cfg.double(out[:, i:i + 1] if kv is not None else out[:, :i + 1])  # no cache: the whole prefix
+                logits = (model(nxt, cache=kv) if kv is not None else model(nxt, lab))[:, -1]
     return out
 
 # %% ../nbs/02_transformer.ipynb #f17a751f
@@ -379,39 +394,26 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
 def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500,
                     pad_token: int | None = None) -> float:
     "Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted."
-    was_training, dev = model.training, next(model.parameters()).device
-    model.eval(); total, ignore = 0.0, -100 if pad_token is None else pad_token
-    for i in range(0, len(tokens), batch_size):
-        x = tokens[i:i + batch_size].to(dev)
-        lab = labels[i:i + batch_size].to(dev) if labels is not None else None
-        with autocast(dev): logits = model(x[:, :-1], lab)
-        total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
-    model.train(was_training)
+    dev, total, ignore = next(model.parameters()).device, 0.0, -100 if pad_token is None else pad_token
+    with eval_mode(model):
+        for i in range(0, len(tokens), batch_size):
+            x = tokens[i:i + batch_size].to(dev)
+            lab = labels[i:i + batch_size].to(dev) if labels is not None else None
+            with autocast(dev): logits = model(x[:, :-1], lab)
+            total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
     return total / (tokens != ignore).sum().item() / math.log(2)
 
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
                     seed: int = 0, desc: str = "train") -> list[float]:
-    """The course's training loop over token sequences (B, T) or continuous tokens (B, T, C): AdamW, one-cycle LR,
-    clipping, cycling batches.
+    """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
     if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
     if tokens.ndim not in (2, 3): raise ValueError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
-    dev = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.95))
-    sched = one_cycle(opt, lr, steps, warmup)
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
-    model.train(); losses, batches = [], endless(loader)
-    for _ in progress(range(steps), desc=desc):
-        batch = next(batches)
-        xb, yb = batch if labels is not None else (batch, None)
-        xb, yb = xb.to(dev), yb.to(dev) if yb is not None else None
-        with autocast(dev): loss = loss_fn(model, xb, yb)
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
-        losses.append(loss.item() / math.log(2))
-    model.eval()
-    return losses
+    step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
+    nats = train_loop(model, endless(loader), step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc)
+    return [n / math.log(2) for n in nats]
 
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
@@ -423,3 +425,7 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
         logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
         return F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=ignore)
     return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc)
+
+def load_transformer(directory: str | Path, device=None) -> Transformer:
+    "A shared transformer (a prior, a byte LM, a masked model) from a checkpoint folder, in eval mode."
+    return load_checkpoint(Transformer(load_config(directory, TransformerConfig)), directory).to(device or "cpu").eval()

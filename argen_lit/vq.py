@@ -12,15 +12,14 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids, load_checkpoint, load_config, one_cycle, progress
+from .core import Config, check_ids, eval_mode, load_checkpoint, load_config, train_loop
 from .data import endless, make_loader
-from .transformer import Transformer, TransformerConfig, generate
+from .transformer import Transformer, generate
 
 # %% auto #0
 __all__ = ['QUANTIZERS', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code', 'VectorQuantizer', 'EMAVectorQuantizer',
            'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'conv_encoder', 'conv_decoder', 'check_image_batch',
-           'TokenizerConfig', 'Tokenizer', 'train_tokenizer', 'evaluate_tokenizer', 'load_tokenizer', 'sample_images',
-           'load_prior']
+           'TokenizerConfig', 'Tokenizer', 'train_tokenizer', 'evaluate_tokenizer', 'load_tokenizer', 'sample_images']
 
 # %% ../nbs/20_vq.ipynb #2b9e0be8
 class Quantized(NamedTuple):
@@ -281,32 +280,25 @@ class Tokenizer(nn.Module):
 # %% ../nbs/20_vq.ipynb #e9c7027e
 def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
                     seed: int = 0) -> list[float]:
-    "Train on pixel MSE + the quantizer's loss; returns the MSE per step."
-    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
-    dev = next(tok.parameters()).device
-    opt = torch.optim.AdamW(tok.parameters(), lr=lr, weight_decay=1e-4)
-    sched = one_cycle(opt, lr, steps, warmup=0.05)
-    loader, losses = make_loader(images, batch_size=batch_size, seed=seed, drop_last=True), []
-    tok.train(); batches = endless(loader)
-    for _ in progress(range(steps), desc=f"train {type(tok).__name__}"):
-        xb = next(batches)
+    "Train on pixel MSE + the quantizer's loss with `core.train_loop`; returns the MSE per step."
+    def loss(tok, xb):
         rec, q = tok(xb)
-        mse = F.mse_loss(rec, xb.to(dev).float() / 255)
-        opt.zero_grad(set_to_none=True); (mse + q.loss).backward(); opt.step(); sched.step()
-        losses.append(mse.item())
-    tok.eval()
-    return losses
+        mse = F.mse_loss(rec, xb.float() / 255)
+        return mse + q.loss, mse  # optimise both, log the pixel error
+    batches = endless(make_loader(images, batch_size=batch_size, seed=seed, drop_last=True))
+    return train_loop(tok, batches, loss, steps, lr, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.05, clip=None,
+                      amp=False, desc=f"train {type(tok).__name__}")
 
 @torch.no_grad()
 def evaluate_tokenizer(tok: Tokenizer, images: torch.Tensor, batch_size: int = 500) -> tuple[dict, torch.Tensor]:
     "Usage %, perplexity, MSE and PSNR over `images`, and the uint8 reconstructions."
-    tok.eval()
     recs, ids, se = [], [], 0.0
-    for i in range(0, len(images), batch_size):
-        xb = images[i:i + batch_size]
-        rec, q = tok(xb)
-        se += F.mse_loss(rec.cpu(), xb.float() / 255, reduction="sum").item()
-        recs.append((rec.cpu() * 255).round().to(torch.uint8)); ids.append(q.indices.cpu())
+    with eval_mode(tok):
+        for i in range(0, len(images), batch_size):
+            xb = images[i:i + batch_size]
+            rec, q = tok(xb)
+            se += F.mse_loss(rec.cpu(), xb.float() / 255, reduction="sum").item()
+            recs.append((rec.cpu() * 255).round().to(torch.uint8)); ids.append(q.indices.cpu())
     usage, ppl = codebook_stats(torch.cat(ids), tok.n_codes)
     mse = se / images.numel()
     return {"usage_pct": 100 * usage, "perplexity": ppl, "mse": mse, "psnr": 10 * math.log10(1 / mse)}, torch.cat(recs)
@@ -332,7 +324,3 @@ def sample_images(tokenizer: Tokenizer, prior: Transformer, labels: torch.Tensor
                        generator=generator)
         out.append(tokenizer.decode(ids.reshape(len(lab), h, w)).cpu())
     return torch.cat(out)
-
-def load_prior(directory: str | Path, device=None) -> Transformer:
-    "A prior (shared transformer) from a checkpoint folder."
-    return load_checkpoint(Transformer(load_config(directory, TransformerConfig)), directory).to(device or "cpu").eval()

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from .codec import jpeg_bytes
-from .core import check_ids, one_cycle, progress
+from .core import check_ids, eval_mode, train_loop
 from .data import endless, make_loader
 from .eval import as_uint8_images, blur
-from .transformer import Transformer, cfg_logits, generate, with_null_class
+from .transformer import Guidance, Transformer, generate
 
 # %% auto #0
 __all__ = ['ATTACKS', 'code_clusters', 'reencode_rate', 'reencodable_tokenizer', 'check_gamma', 'key_generator', 'green_lists',
@@ -60,19 +60,16 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     if ids.ndim != 3 or tuple(ids.shape[1:]) != grid or len(ids) == 0:
         raise ValueError(f"ids: expected token maps (M, {grid[0]}, {grid[1]}), got {tuple(ids.shape)}")
     dev = next(tokenizer.parameters()).device
-    new = copy.deepcopy(tokenizer).train()
+    new = copy.deepcopy(tokenizer)
     codes = tokenizer.quantizer.lookup(torch.arange(V, device=dev)).detach()
-    params = list(new.encoder.parameters()) + list(new.decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = one_cycle(opt, lr, steps, warmup=0.05)
-    g = torch.Generator().manual_seed(seed)
-    loader, losses = make_loader(ids, batch_size=min(batch_size, len(ids)), seed=seed, drop_last=True), []
-    batches = endless(loader)
-    for _ in progress(range(steps), desc="fine-tune re-encodable tokenizer"):
-        x = next(batches).clone()
-        swap = torch.rand(x.shape, generator=g) < substitute * torch.rand(len(x), 1, 1, generator=g)
-        x[swap] = torch.randint(V, (int(swap.sum()),), generator=g)
-        x = x.to(dev)
+    g = torch.Generator().manual_seed(seed)  # substitutions and rounding noise: one CPU stream, drawn in step order
+    def substituted(batches):  # each map with up to `substitute` of its tokens swapped for random codes
+        for x in batches:
+            x = x.clone()
+            swap = torch.rand(x.shape, generator=g) < substitute * torch.rand(len(x), 1, 1, generator=g)
+            x[swap] = torch.randint(V, (int(swap.sum()),), generator=g)
+            yield x
+    def loss(new, x):
         z_q = new.quantizer.codes(x)
         img = torch.sigmoid(new.decoder(z_q))
         with torch.no_grad(): ref = torch.sigmoid(tokenizer.decoder(z_q))
@@ -80,10 +77,12 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
         z = new.encoder(seen * 2 - 1).permute(0, 2, 3, 1)
         logits = -sharpness * (z.pow(2).sum(-1, keepdim=True) - 2 * z @ codes.T + codes.pow(2).sum(1))
         read = F.cross_entropy(logits.reshape(-1, V), x.reshape(-1))
-        loss = read + fidelity * 1000 * F.mse_loss(img, ref)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sched.step()
-        losses.append(read.item())
-    return new.eval(), losses
+        return read + fidelity * 1000 * F.mse_loss(img, ref), read  # optimise both, log the read-back loss
+    batches = substituted(endless(make_loader(ids, batch_size=min(batch_size, len(ids)), seed=seed, drop_last=True)))
+    params = list(new.encoder.parameters()) + list(new.decoder.parameters())  # the codebook stays frozen
+    losses = train_loop(new, batches, loss, steps, lr, weight_decay=0.0, betas=(0.9, 0.999), warmup=0.05, clip=None,
+                        params=params, amp=False, desc="fine-tune re-encodable tokenizer")
+    return new, losses
 
 # %% ../nbs/80_watermarking.ipynb #10df21e9
 def check_gamma(gamma) -> float:
@@ -169,12 +168,8 @@ def index_mark(prior: Transformer, ids: torch.Tensor, labels: torch.Tensor, part
     "Replace red tokens of sampled maps (B, N) by their green partner where log p drops by <= max_cost; (ids, replaced mask)."
     if max_cost < 0: raise ValueError(f"max_cost: expected >= 0, got {max_cost}")
     dev, c = next(prior.parameters()).device, prior.config
-    x, lab = ids.to(dev), labels.to(dev)
-    if cfg_scale != 1.0:
-        lg = prior(torch.cat([x, x])[:, :-1], with_null_class(lab, c.null_class)).float()
-        lg = cfg_logits(lg[:len(x)], lg[len(x):], cfg_scale)
-    else: lg = prior(x[:, :-1], lab).float()
-    logp = lg.log_softmax(-1)
+    x, cfg = ids.to(dev), Guidance(labels, c.null_class, cfg_scale, dev)
+    with eval_mode(prior): logp = cfg.mix(prior(cfg.double(x)[:, :-1], cfg.labels).float()).log_softmax(-1)
     mate = partner.to(dev)[x]
     cost = logp.gather(-1, x[..., None])[..., 0] - logp.gather(-1, mate[..., None])[..., 0]
     replace = ~green[0].to(dev)[x] & (cost <= max_cost)

@@ -20,13 +20,13 @@ import torch
 from argen_lit.accel import StaticDecoder, code_neighbours, ms_per_step, speculative_jacobi
 from argen_lit.core import default_device, n_params
 from argen_lit.eval import compare_speed
-from argen_lit.transformer import Transformer, TransformerConfig, generate
-from argen_lit.vq import load_prior, load_tokenizer
+from argen_lit.transformer import Transformer, TransformerConfig, generate, load_transformer
+from argen_lit.vq import load_tokenizer
 
 
 def speculative_rows(folder, device, batch, window, cfg, rounds, group_size, gsd_window, group_gap, group_rank):
     "Plain, SJD and GSD on a trained raster prior (folder/prior, folder/tokenizer): images/s and passes per image."
-    prior, tok = load_prior(Path(folder) / "prior", device), load_tokenizer(Path(folder) / "tokenizer", device)
+    prior, tok = load_transformer(Path(folder) / "prior", device), load_tokenizer(Path(folder) / "tokenizer", device)
     group_size = group_size or tok.n_codes
     groups = code_neighbours(tok.quantizer.lookup(torch.arange(tok.n_codes, device=device)), group_size)
     lab = lambda b: torch.arange(b, device=device) % 10

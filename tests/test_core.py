@@ -3,8 +3,8 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
-from argen_lit.core import (Config, autocast, default_device, load_checkpoint, load_config, make_generator,
-                            n_params, one_cycle, progress, save_checkpoint)
+from argen_lit.core import (Config, autocast, default_device, eval_mode, load_checkpoint, load_config, make_generator,
+                            n_params, one_cycle, progress, save_checkpoint, train_loop)
 
 
 @dataclass
@@ -107,3 +107,46 @@ def test_one_cycle_rejects_no_steps():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
     with pytest.raises(ValueError, match="steps"):
         one_cycle(opt, 0.5, 0)
+
+
+def test_train_loop_is_the_hand_written_adamw_loop():
+    torch.manual_seed(0); xs = torch.randn(64, 3); ys = xs @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    def batches():
+        g = torch.Generator().manual_seed(1)
+        while True:
+            idx = torch.randint(64, (16,), generator=g); yield xs[idx], ys[idx]
+    torch.manual_seed(2); a = nn.Linear(3, 1)
+    b = nn.Linear(3, 1); b.load_state_dict(a.state_dict())
+    mse = lambda m, batch: (m(batch[0])[:, 0] - batch[1]).pow(2).mean()
+    logged = train_loop(a, batches(), mse, 30, 0.05, weight_decay=0.01, clip=0.5)
+    opt = torch.optim.AdamW(b.parameters(), lr=0.05, weight_decay=0.01, betas=(0.9, 0.95))
+    sched, it, by_hand = one_cycle(opt, 0.05, 30), batches(), []
+    for _ in range(30):
+        loss = mse(b, next(it)); opt.zero_grad(); loss.backward()
+        nn.utils.clip_grad_norm_(b.parameters(), 0.5); opt.step(); sched.step(); by_hand.append(loss.item())
+    assert logged == by_hand and all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not a.training
+
+
+def test_train_loop_logs_a_second_value_and_trains_only_given_params():
+    m = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1)); frozen = m[0].weight.detach().clone()
+    def forever():
+        while True: yield torch.ones(4, 2)
+    logged = train_loop(m, forever(), lambda m, x: (m(x).pow(2).mean(), 7.0), 5, 0.1, params=m[1].parameters())
+    assert logged == [7.0] * 5 and torch.equal(m[0].weight, frozen) and not m.training
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5, True])
+def test_train_loop_refuses_bad_steps(steps):
+    with pytest.raises(ValueError, match="steps"): train_loop(nn.Linear(1, 1), iter([]), None, steps, 0.1)
+
+
+def test_eval_mode_restores_every_submodule_even_after_an_error():
+    net = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5), nn.Sequential(nn.Dropout(0.1))).train()
+    net[2].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(KeyError):
+        with eval_mode(net):
+            assert not any(m.training for m in net.modules())
+            raise KeyError("boom")
+    assert [m.training for m in net.modules()] == before

@@ -94,6 +94,6 @@ def test_training_runs_from_the_library_and_lowers_the_loss(digits):
     from argen_lit.pixels import train_pixelcnn
     m = small()
     x, y = digits
-    losses = train_pixelcnn(m, x, y, epochs=20, batch_size=5, lr=3e-3, max_steps=12)
+    losses = train_pixelcnn(m, x, y, steps=12, batch_size=5, lr=3e-3)
     assert len(losses) == 12 and losses[-1] < losses[0]
     assert not m.training  # left in eval mode

@@ -2,9 +2,9 @@ import pytest
 import torch
 from argen_lit.core import make_generator, save_checkpoint
 from argen_lit.data import load_mnist5k
-from argen_lit.transformer import Transformer, TransformerConfig, train_next_token
+from argen_lit.transformer import Transformer, TransformerConfig, load_transformer, train_next_token
 from argen_lit.vq import (FSQ, LFQ, QUANTIZERS, EMAVectorQuantizer, Tokenizer, TokenizerConfig,
-                          codebook_stats, evaluate_tokenizer, load_prior, load_tokenizer, make_quantizer, sample_images,
+                          codebook_stats, evaluate_tokenizer, load_tokenizer, make_quantizer, sample_images,
                           train_tokenizer)
 
 
@@ -105,7 +105,7 @@ def test_checkpoints_reload_to_identical_samples(trained):
     tok, prior, d = trained
     labels = torch.tensor([0, 5, 9, 10])
     a = sample_images(tok, prior, labels, cfg_scale=2.0, top_k=20, generator=make_generator(4))
-    b = sample_images(load_tokenizer(d / "tok"), load_prior(d / "prior"), labels, cfg_scale=2.0, top_k=20,
+    b = sample_images(load_tokenizer(d / "tok"), load_transformer(d / "prior"), labels, cfg_scale=2.0, top_k=20,
                       generator=make_generator(4))
     assert a.dtype == torch.uint8 and a.shape == (4, 1, 28, 28) and torch.equal(a, b)
     c = sample_images(tok, prior, labels, cfg_scale=2.0, top_k=20, generator=make_generator(5))

@@ -1,0 +1,75 @@
+"""Fixed-seed equivalence of every trainer on the shared training loop (`core.train_loop`).
+
+The digests below are of weights trained by the trainers as they were before they moved onto the shared loop (each
+with its own hand-written AdamW loop), on this project's CI torch build. A change that alters any trainer's arithmetic
+(batch order, schedule, optimizer settings, random streams) changes its digest. If a change is meant to alter the
+arithmetic, re-run the affected notebooks in full and update the digest here in the same commit.
+"""
+import hashlib
+import pytest
+import torch
+import argen_lit.flow_heads as FH
+import argen_lit.masked as M
+import argen_lit.next_scale as NS
+import argen_lit.pixels as P
+import argen_lit.transformer as T
+import argen_lit.vq as V
+import argen_lit.watermark as W
+from argen_lit.data import load_mnist5k
+
+BUILD = "2.14.1"  # the torch release the digests were recorded with; other builds round differently
+DIGESTS = {"tok": "4b0d8ce9a2423679", "prior": "dfdbd6bceb9e1fcc", "masked": "e980e4992c961551", "lt": "a688fbf1dbac1ba0",
+           "flow": "6712cb26cd88ba28", "px": "59291078ed2c8d64", "ms": "bd4587c039b441fc", "var": "d60ebb34e6f10173",
+           "re": "9c53daf6ba8754e1"}
+pytestmark = pytest.mark.skipif(not torch.__version__.startswith(BUILD),
+                                reason=f"digests recorded with torch {BUILD}; this is {torch.__version__}")
+
+
+def digest(name: str, model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted((f"{name}.{k}", v) for k, v in model.state_dict().items()):
+        h.update(k.encode()); h.update(v.detach().float().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    x, y = load_mnist5k("train"); x, y = x[:256], y[:256]
+    out = {}
+    torch.manual_seed(0)
+    tok = V.Tokenizer(V.TokenizerConfig.smoke(quantizer="ema")); V.train_tokenizer(tok, x, steps=12, batch_size=32)
+    out["tok"] = tok
+    ids = tok.encode(x).flatten(1)
+    torch.manual_seed(1)
+    grid = dict(max_seq_len=50, rope="2d", grid=(7, 7))
+    prior = T.Transformer(T.TransformerConfig.smoke(vocab_size=tok.n_codes, dropout=0.1, **grid))
+    T.train_next_token(prior, ids, y, steps=12, batch_size=32); out["prior"] = prior
+    torch.manual_seed(2)
+    masked = T.Transformer(T.TransformerConfig.smoke(vocab_size=tok.n_codes + 1, abs_pos=True, **grid))
+    M.train_masked(masked, ids, y, steps=12, batch_size=32); out["masked"] = masked
+    torch.manual_seed(3)
+    lt = FH.LatentTokenizer(FH.LatentConfig(latent_dim=4, channels=8)); FH.train_latent_tokenizer(lt, x, steps=12, batch_size=32)
+    out["lt"] = lt
+    torch.manual_seed(4)
+    backbone = T.TransformerConfig.smoke(vocab_size=0, **grid).to_dict()
+    flow = FH.FlowPrior(FH.FlowPriorConfig(backbone=backbone, head_width=16, head_depth=1))
+    FH.train_flow_prior(flow, lt.encode(x), y, steps=12, batch_size=32); out["flow"] = flow
+    torch.manual_seed(5)
+    px = P.GatedPixelCNN(P.PixelCNNConfig.smoke()); P.train_pixelcnn(px, x[:128], y[:128], steps=48, batch_size=16)
+    out["px"] = px
+    torch.manual_seed(6)
+    ms = NS.MultiScaleTokenizer(NS.MultiScaleConfig.smoke(scales=(1, 2, 3, 4, 5, 7))); V.train_tokenizer(ms, x, steps=12, batch_size=32)
+    out["ms"] = ms
+    msids = ms.encode(x)
+    torch.manual_seed(7)
+    var = NS.NextScalePrior(T.TransformerConfig.smoke(vocab_size=ms.n_codes, max_seq_len=msids.shape[1] + 1, rope="2d",
+                                                      grid=(7, 7), abs_pos=True), ms.quantizer)
+    T.train_next_token(var, msids, y, steps=12, batch_size=32); out["var"] = var
+    torch.manual_seed(8)
+    out["re"], _ = W.reencodable_tokenizer(tok, ids[:64].reshape(-1, 7, 7), steps=12, batch_size=16)
+    return out
+
+
+@pytest.mark.parametrize("name", list(DIGESTS))
+def test_trainer_weights_match_the_hand_written_loops(trained, name):
+    assert digest(name, trained[name]) == DIGESTS[name]
