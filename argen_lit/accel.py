@@ -4,7 +4,6 @@
 
 # %% ../nbs/70_acceleration.ipynb #6f918ab3
 from __future__ import annotations
-import math
 import time
 import torch
 import torch.nn.functional as F
@@ -13,8 +12,7 @@ from .core import eval_mode
 from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
 
 # %% auto #0
-__all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'chi2_two_sample', 'same_distribution', 'two_proportion_p',
-           'StaticDecoder', 'ms_per_step']
+__all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'StaticDecoder', 'ms_per_step']
 
 # %% ../nbs/70_acceleration.ipynb #0449ce63
 def code_neighbours(codebook: torch.Tensor, k: int) -> torch.Tensor:
@@ -91,29 +89,6 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
                 draft[:, n:n + ahead], q[:, n:n + ahead] = _draw(fresh, generator), fresh
     if stats is not None: stats.update(passes=passes, tokens_per_pass=n_tokens / passes)
     return out
-
-# %% ../nbs/70_acceleration.ipynb #d16fa45d
-def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: int = 10) -> tuple[float, int, float]:
-    "Two-sample chi-square test of two categorical samples (ids < n_bins): (statistic, degrees of freedom, p-value)."
-    ca, cb = torch.bincount(a.flatten(), minlength=n_bins).double(), torch.bincount(b.flatten(), minlength=n_bins).double()
-    big = (ca + cb) >= min_count
-    ca = torch.cat([ca[big], ca[~big].sum()[None]]); cb = torch.cat([cb[big], cb[~big].sum()[None]])
-    keep = (ca + cb) > 0; ca, cb = ca[keep], cb[keep]
-    na, nb = ca.sum(), cb.sum()
-    stat = (((ca * (nb / na).sqrt() - cb * (na / nb).sqrt()) ** 2) / (ca + cb)).sum().item()
-    dof = int(keep.sum()) - 1
-    if dof < 1: return stat, 0, 1.0
-    return stat, dof, torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), torch.tensor(stat / 2)).item()
-
-def same_distribution(a: torch.Tensor, b: torch.Tensor, n_bins: int) -> dict:
-    "Per-position chi-square tests between two (N, L) token samples: p-values, count under 0.01, Bonferroni min."
-    ps = [chi2_two_sample(a[:, i], b[:, i], n_bins)[2] for i in range(a.shape[1])]
-    return {"p_values": ps, "n_below_0.01": sum(p < 0.01 for p in ps), "bonferroni_min_p": min(1.0, min(ps) * len(ps))}
-
-def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
-    "Two-sided p-value of a two-proportion z-test (k successes of n in each sample)."
-    p = (k1 + k2) / (n1 + n2); se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n2), 1e-12))
-    return math.erfc(abs(k1 / n1 - k2 / n2) / se / math.sqrt(2))
 
 # %% ../nbs/70_acceleration.ipynb #f78eb986
 DECODE_MODES = ("eager", "compile", "cuda-graph")

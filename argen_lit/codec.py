@@ -9,26 +9,18 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageFile
-from .core import check_ids
-from .transformer import Transformer, generate
+from pathlib import Path
+from .data import jpeg_bytes
+from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .transformer import Transformer, generate, load_transformer, train_next_token
 
 # %% auto #0
-__all__ = ['SOI', 'EOI', 'EOS', 'PAD', 'BYTE_VOCAB', 'jpeg_bytes', 'marker_segments', 'jpeg_header', 'strip_header',
+__all__ = ['SOI', 'EOI', 'EOS', 'PAD', 'BYTE_VOCAB', 'BYTES_SAMPLER', 'marker_segments', 'jpeg_header', 'strip_header',
            'splice_header', 'jpeg_scans', 'Decoded', 'repair_scan', 'decode_scan', 'scans_to_tokens', 'tokens_to_scan',
-           'sample_jpeg']
+           'sample_jpeg', 'fit_bytes']
 
 # %% ../nbs/30_codec_bytes.ipynb #aa1c1424
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
-
-def jpeg_bytes(image: torch.Tensor, quality: int = 25) -> bytes:
-    "Baseline JPEG file of one uint8 (1, H, W) grey image: Pillow's standard Huffman tables, no restart markers."
-    check_ids(image, "image", 256)
-    if image.ndim != 3 or image.shape[0] != 1: raise ValueError(f"image: expected uint8 (1, H, W), got {tuple(image.shape)}")
-    if not 1 <= quality <= 95: raise ValueError(f"quality: expected 1..95, got {quality}")
-    buf = io.BytesIO()
-    Image.fromarray(image[0].to(torch.uint8).numpy(), mode="L").save(buf, format="JPEG", quality=quality,
-                                                                     optimize=False, progressive=False)
-    return buf.getvalue()
 
 def marker_segments(data: bytes) -> list[tuple[int, str, int]]:
     "(offset, marker name, length in bytes) of each segment of a JPEG header, up to and including SOS."
@@ -136,3 +128,18 @@ def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality:
     decoded = [decode_scan(s, quality, size) for s in scans]
     blank = torch.zeros(1, size, size, dtype=torch.uint8)
     return torch.stack([d.image if d.image is not None else blank for d in decoded]), [d.status for d in decoded], scans
+
+# %% ../nbs/30_codec_bytes.ipynb #02707366
+BYTES_SAMPLER = dict(cfg_scale=3.0)  # the VQ prior's guidance (20_vq's sweep); `CFG_SCALE` of this notebook
+
+def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
+    "This notebook's recipe at budget `b`: train (or load from `run`) the byte LM on JPEG scans; sample with `BYTES_SAMPLER`."
+    scans = jpeg_scans(data.xaug, 25)
+    max_len = max(len(s) for s in scans) + 16  # room for a sample a little longer than any training scan
+    cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
+    lm, secs = train_or_load(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
+        m, scans_to_tokens(scans, max_len), data.yaug, steps=b.steps, batch_size=b.batch // 2, lr=2e-3, pad_token=PAD,
+        desc="train byte LM"), load_transformer, device, b.recipe())
+    max_len = lm.config.max_seq_len - 2
+    return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, generator=g, **BYTES_SAMPLER)[0], lm, [lm], secs,
+                     f"bytes until EOS ({EOS}), cfg {BYTES_SAMPLER['cfg_scale']:g}")

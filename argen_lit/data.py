@@ -4,18 +4,19 @@
 
 # %% ../nbs/01_data.ipynb #e6fbb9d8
 from __future__ import annotations
-import functools
+import functools, io
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
-from .core import make_generator
+from PIL import Image
+from .core import check_ids, make_generator
 
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
            'image_grid', 'show_grid', 'load_digits8', 'load_image_folder', 'load_torchvision', 'random_affine',
-           'augment_digits', 'TensorImages', 'make_loader', 'endless', 'load_dataset']
+           'augment_digits', 'TensorImages', 'make_loader', 'endless', 'load_dataset', 'jpeg_bytes']
 
 # %% ../nbs/01_data.ipynb #c395289f
 SPLITS = ("train", "test", "all")
@@ -174,3 +175,14 @@ def load_dataset(name: str = "mnist5k", split: str = "train") -> tuple[torch.Ten
     "A shipped dataset by name: 'mnist5k' (28x28) or 'digits8' (8x8)."
     if name not in DATASETS: raise ValueError(f"name: expected one of {sorted(DATASETS)}, got {name!r}")
     return DATASETS[name](split)
+
+# %% ../nbs/01_data.ipynb #180aabd3
+def jpeg_bytes(image: torch.Tensor, quality: int = 25) -> bytes:
+    "Baseline JPEG file of one uint8 (1, H, W) grey image: Pillow's standard Huffman tables, no restart markers."
+    check_ids(image, "image", 256)
+    if image.ndim != 3 or image.shape[0] != 1: raise ValueError(f"image: expected uint8 (1, H, W), got {tuple(image.shape)}")
+    if not 1 <= quality <= 95: raise ValueError(f"quality: expected 1..95, got {quality}")
+    buf = io.BytesIO()
+    Image.fromarray(image[0].to(torch.uint8).numpy(), mode="L").save(buf, format="JPEG", quality=quality,
+                                                                     optimize=False, progressive=False)
+    return buf.getvalue()

@@ -21,11 +21,12 @@ from .core import (Config, check_ids, default_device, eval_mode, load_checkpoint
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
-__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUMNS', 'ClassifierConfig', 'conv_bn',
-           'DigitClassifier', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir', 'save_classifier',
-           'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor', 'as_uint8_images',
-           'ImageSet', 'evaluate', 'independent_pixel_samples', 'blur', 'bits_per_dim', 'count_forward_passes',
-           'compare_speed', 'leaderboard_record', 'read_records', 'records_table']
+__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES', 'ClassifierConfig',
+           'conv_bn', 'DigitClassifier', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir',
+           'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor',
+           'as_uint8_images', 'ImageSet', 'evaluate', 'independent_pixel_samples', 'blur', 'bits_per_dim',
+           'count_forward_passes', 'compare_speed', 'chi2_two_sample', 'same_distribution', 'two_proportion_p',
+           'tpr_at_fpr', 'leaderboard_record', 'read_records', 'format_metric', 'records_table']
 
 # %% ../nbs/03_eval.ipynb #68c34d02
 @dataclass
@@ -258,34 +259,74 @@ def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool =
         rows.append({"sampler": name, "images_per_s": ips, "forward_passes_per_image": passes[name], "speedup": ips / ref})
     return rows
 
-# %% ../nbs/03_eval.ipynb #69cd3c03
-LEADERBOARD_COLUMNS = ("fid", "kid_mean", "precision", "recall", "class_accuracy", "bits_per_dim",
-                       "forward_passes_per_image", "images_per_s")
+# %% ../nbs/03_eval.ipynb #d1949239
+def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: int = 10) -> tuple[float, int, float]:
+    "Two-sample chi-square test of two categorical samples (ids < n_bins): (statistic, degrees of freedom, p-value)."
+    ca, cb = torch.bincount(a.flatten(), minlength=n_bins).double(), torch.bincount(b.flatten(), minlength=n_bins).double()
+    big = (ca + cb) >= min_count
+    ca = torch.cat([ca[big], ca[~big].sum()[None]]); cb = torch.cat([cb[big], cb[~big].sum()[None]])
+    keep = (ca + cb) > 0; ca, cb = ca[keep], cb[keep]
+    na, nb = ca.sum(), cb.sum()
+    stat = (((ca * (nb / na).sqrt() - cb * (na / nb).sqrt()) ** 2) / (ca + cb)).sum().item()
+    dof = int(keep.sum()) - 1
+    if dof < 1: return stat, 0, 1.0
+    return stat, dof, torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), torch.tensor(stat / 2)).item()
 
-def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None, device=None,
-                       seconds: float | None = None, path: str | Path | None = None) -> dict:
-    "One result as a dict; appended as a JSON line to `path` when given."
-    rec = {"paradigm": paradigm, "config": config or {}, "metrics": metrics, "device": str(device or default_device()),
-           "seconds": seconds, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+def same_distribution(a: torch.Tensor, b: torch.Tensor, n_bins: int) -> dict:
+    "Per-position chi-square tests between two (N, L) token samples: p-values, count under 0.01, Bonferroni min."
+    ps = [chi2_two_sample(a[:, i], b[:, i], n_bins)[2] for i in range(a.shape[1])]
+    return {"p_values": ps, "n_below_0.01": sum(p < 0.01 for p in ps), "bonferroni_min_p": min(1.0, min(ps) * len(ps))}
+
+def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
+    "Two-sided p-value of a two-proportion z-test (k successes of n in each sample)."
+    p = (k1 + k2) / (n1 + n2); se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n2), 1e-12))
+    return math.erfc(abs(k1 / n1 - k2 / n2) / se / math.sqrt(2))
+
+def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) -> tuple[float, float]:
+    "True-positive rate of scores `marked` at the threshold that at most `fpr` of `unmarked` scores exceed; (tpr, threshold)."
+    if len(unmarked) < math.ceil(1 / fpr): raise ValueError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
+    thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
+    return (marked > thr).float().mean().item(), thr
+
+# %% ../nbs/03_eval.ipynb #69cd3c03
+LEADERBOARD_COLUMNS = ("fid", "precision", "recall", "class_accuracy", "bits_per_dim", "forward_passes_per_image",
+                       "images_per_s", "parameters", "train_seconds")
+COLUMN_NAMES = {"fid": "FID", "kid_mean": "KID", "class_accuracy": "class acc.", "bits_per_dim": "bits/dim",
+                "forward_passes_per_image": "passes/image", "images_per_s": "images/s", "train_seconds": "train s"}
+
+def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None, device=None, seconds: float | None = None,
+                       path: str | Path | None = None, note: str = "", budget: str | None = None) -> dict:
+    """The course's one record of a result: paradigm, budget, sampler `note`, config, metrics, device, torch version,
+    seconds and date. Appended as one JSON line to `path` when given."""
+    rec = {"paradigm": paradigm, "budget": budget, "note": note, "config": config or {}, "metrics": metrics,
+           "device": str(device or default_device()), "torch": torch.__version__, "seconds": seconds,
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if path is not None:
         p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
         with p.open("a") as f: f.write(json.dumps(rec) + "\n")
     return rec
 
-def read_records(path: str | Path) -> list[dict]:
-    "All records of a JSON-lines file (an empty list if it does not exist yet)."
+def read_records(path: str | Path, latest: bool = False) -> list[dict]:
+    "The records of a JSON-lines file (none if it does not exist yet); with `latest`, only the last one per paradigm."
     p = Path(path)
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    records = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    return list({r["paradigm"]: r for r in records}.values()) if latest else records
 
-def _fmt(v) -> str:
+def format_metric(key: str, v) -> str:
+    "A metric as a table shows it: percentages for class accuracy, thousands separators for counts, '-' when missing."
     if v is None: return "-"
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
+    if key == "class_accuracy": return f"{100 * v:.1f}%"
+    if key in ("parameters", "forward_passes_per_image"): return f"{int(v):,}"
+    if key in ("images_per_s", "train_seconds"): return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
+    if key in ("precision", "recall"): return f"{v:.3f}"
+    return f"{v:.2f}" if key in ("fid", "bits_per_dim") else f"{v:.4g}"
 
-def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS) -> str:
-    "Markdown table: one row per record, the given metric columns (missing ones show '-'), device and seconds."
-    head = ["paradigm", *columns, "device", "seconds"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str | None = None) -> str:
+    "Markdown: one row per record (ascending in metric `sort_by` if given), its metric `columns`, sampler note and device."
+    if sort_by is not None: records = sorted(records, key=lambda r: r["metrics"][sort_by])
+    head = ["paradigm", *(COLUMN_NAMES.get(c, c) for c in columns), "sampler", "device"]
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns) + "---|---|"]
     for r in records:
-        cells = [r["paradigm"], *[_fmt(r["metrics"].get(c)) for c in columns], r.get("device", "-"), _fmt(r.get("seconds"))]
+        cells = [r["paradigm"], *(format_metric(c, r["metrics"].get(c)) for c in columns), r.get("note") or "-", r.get("device", "-")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -6,165 +6,29 @@
 from __future__ import annotations
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 import numpy as np
 import torch
-import torch.nn as nn
-from .codec import EOS, PAD, BYTE_VOCAB, jpeg_scans, sample_jpeg, scans_to_tokens
-from .core import CONFIG_FILE, default_device, load_checkpoint, load_config, make_generator, n_params, progress, save_checkpoint, seed_everything
-from .data import augment_digits, image_grid, load_mnist5k
-from .eval import count_forward_passes, evaluate
-from .flow_heads import (FlowPrior, FlowPriorConfig, LatentConfig, LatentTokenizer, annealed_steps, load_flow_prior,
-                                  load_latent_tokenizer, sample_flow_images, train_flow_prior, train_latent_tokenizer)
-from .masked import sample_masked, train_masked
-from .next_scale import MultiScaleConfig, MultiScaleTokenizer, NextScalePrior, sample_next_scale
-from .pixels import GatedPixelCNN, PixelCNNConfig, dataset_bits_per_dim, sample as sample_pixels, train_pixelcnn
-from .transformer import Transformer, TransformerConfig, load_transformer, train_next_token
-from .vq import Tokenizer, TokenizerConfig, load_tokenizer, sample_images, train_tokenizer
+from .codec import fit_bytes
+from .core import default_device, make_generator, n_params, progress
+from .data import image_grid
+from .eval import count_forward_passes, evaluate, leaderboard_record, read_records, records_table
+from .flow_heads import fit_flow
+from .masked import fit_masked
+from .next_scale import fit_next_scale
+from .pixels import fit_pixels
+from .recipes import Budget, Contender, get_budget, load_data
+from .vq import fit_vq
 
 # %% auto #0
-__all__ = ['BUDGETS', 'FLOW_STEPS', 'PARADIGMS', 'COLUMNS', 'Budget', 'get_budget', 'trained', 'Contender', 'Data', 'load_data',
-           'prior_config', 'vq_tokenizer', 'fit_pixels', 'fit_vq', 'fit_bytes', 'fit_next_scale', 'fit_masked',
-           'fit_flow', 'measure', 'leaderboard_table', 'save_figure', 'run_leaderboard', 'read_leaderboard']
-
-# %% ../nbs/90_leaderboard.ipynb #b3eb95d9
-@dataclass(frozen=True)
-class Budget:
-    name: str
-    n_samples: int        # class-conditional samples per paradigm (a multiple of 10), scored against the test split
-    tok_steps: int        # training steps of each tokenizer (batch 64)
-    steps: int            # training steps of each prior, pixel model included (the same for every paradigm)
-    batch: int            # sequences (or images) per training step
-    width: int            # transformer width (PixelCNN: half of it as channels)
-    depth: int            # transformer layers (PixelCNN: twice as many gated layers)
-    aug_copies: int       # train split + augmented copies for every prior
-    head_width: int       # the flow head's MLP width
-    sample_batch: int = 500  # images per sampling call (the images/s column is measured at this batch)
-
-BUDGETS = {
-    "smoke": Budget("smoke", n_samples=50, tok_steps=5, steps=5, batch=8, width=32, depth=1, aug_copies=1, head_width=16),
-    "quick": Budget("quick", n_samples=300, tok_steps=200, steps=250, batch=64, width=128, depth=3, aug_copies=4, head_width=128),
-    "full": Budget("full", n_samples=1000, tok_steps=600, steps=1000, batch=64, width=128, depth=3, aug_copies=8, head_width=128),
-}
-
-def get_budget(budget: str | Budget) -> Budget:
-    if isinstance(budget, Budget): return budget
-    if budget not in BUDGETS: raise ValueError(f"budget: expected one of {tuple(BUDGETS)}, got {budget!r}")
-    return BUDGETS[budget]
-
-# %% ../nbs/90_leaderboard.ipynb #98a92982
-def trained(directory: Path, build: Callable[[], nn.Module], fit: Callable[[nn.Module], object],
-            load: Callable[[Path], nn.Module], device) -> tuple[nn.Module, float]:
-    "Load the model saved in `directory`, or build it, `fit` it and save it there; returns it and its training seconds."
-    directory = Path(directory)
-    if (directory / CONFIG_FILE).is_file():
-        meta = json.loads((directory / CONFIG_FILE).read_text())["meta"]
-        return load(directory).to(device).eval(), float(meta.get("train_seconds", 0.0))
-    seed_everything(0)
-    model = build().to(device)
-    t0 = time.time(); fit(model); seconds = time.time() - t0
-    save_checkpoint(model, directory, meta={"train_seconds": seconds})
-    return model.eval(), seconds
+__all__ = ['PARADIGMS', 'measure', 'leaderboard_table', 'save_figure', 'run_leaderboard', 'read_leaderboard']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
-@dataclass
-class Contender:
-    sample: Callable            # (labels, generator) -> uint8 images
-    pass_module: nn.Module      # one forward call of this module = one forward pass
-    modules: list               # the trained modules (parameters column)
-    train_seconds: float
-    note: str                   # sampler settings
-    bits_per_dim: float | None = None
-
-@dataclass
-class Data:
-    xtr: torch.Tensor; ytr: torch.Tensor; xte: torch.Tensor; yte: torch.Tensor; xaug: torch.Tensor; yaug: torch.Tensor
-
-def load_data(budget: Budget) -> Data:
-    xtr, ytr = load_mnist5k("train"); xte, yte = load_mnist5k("test")
-    return Data(xtr, ytr, xte, yte, *augment_digits(xtr, ytr, copies=budget.aug_copies))
-
-def prior_config(b: Budget, vocab: int, length: int = 50, **kw) -> TransformerConfig:
-    kw = {"rope": "2d", "grid": (7, 7), **kw}
-    return TransformerConfig(vocab_size=vocab, n_classes=10, d_model=b.width, n_layers=b.depth, n_heads=4, max_seq_len=length,
-                             label_dropout=0.1, dropout=0.1, **kw)
-
-def vq_tokenizer(b: Budget, data: Data, run: Path, device):
-    "The EMA-VQ tokenizer (512 codes) of `20_vq`, shared by the vq and masked paradigms."
-    return trained(run / "vq_tokenizer", lambda: Tokenizer(TokenizerConfig(quantizer="ema", channels=32)),
-                   lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_tokenizer, device)
-
-def fit_pixels(b: Budget, data: Data, run: Path, device) -> Contender:
-    cfg = PixelCNNConfig(channels=b.width // 4, n_layers=2 * b.depth, head_hidden=b.width // 2)
-    load = lambda d: load_checkpoint(GatedPixelCNN(load_config(d, PixelCNNConfig)), d)
-    model, secs = trained(run / "pixels", lambda: GatedPixelCNN(cfg), lambda m: train_pixelcnn(
-        m, data.xaug, data.yaug, steps=b.steps, batch_size=b.batch), load, device)
-    bpd = dataset_bits_per_dim(model, data.xte, data.yte)
-    return Contender(lambda y, g: sample_pixels(model, y, cfg_scale=2.0, generator=g), model.head, [model], secs,
-                     "raster, cfg 2", bpd)
-
-def fit_vq(b: Budget, data: Data, run: Path, device) -> Contender:
-    tok, tok_secs = vq_tokenizer(b, data, run, device)
-    seq = tok.encode(data.xaug).flatten(1).cpu()
-    prior, secs = trained(run / "vq_prior", lambda: Transformer(prior_config(b, tok.n_codes)), lambda m: train_next_token(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior"), load_transformer, device)
-    return Contender(lambda y, g: sample_images(tok, prior, y, cfg_scale=3.0, generator=g), prior, [tok, prior],
-                     tok_secs + secs, "raster, KV cache, cfg 3")
-
-def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
-    scans = jpeg_scans(data.xaug, 25)
-    max_len = max(len(s) for s in scans) + 16
-    cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
-    lm, secs = trained(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
-        m, scans_to_tokens(scans, max_len), data.yaug, steps=b.steps, batch_size=b.batch // 2, lr=2e-3, pad_token=PAD,
-        desc="train byte LM"), load_transformer, device)
-    max_len = lm.config.max_seq_len - 2
-    return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, cfg_scale=3.0, generator=g)[0], lm, [lm], secs,
-                     f"bytes until EOS ({EOS}), cfg 3")
-
-def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
-    load_tok = lambda d: load_checkpoint(MultiScaleTokenizer(load_config(d, MultiScaleConfig)), d)
-    tok, tok_secs = trained(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(scales=(1, 2, 3, 4, 5, 7), channels=32)),
-                            lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_tok, device)
-    seq = tok.encode(data.xaug).cpu()
-    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
-    load = lambda d: load_checkpoint(NextScalePrior(load_config(d, TransformerConfig), tok.quantizer), d)
-    var, secs = trained(run / "next_scale_prior", lambda: NextScalePrior(cfg, tok.quantizer), lambda m: train_next_token(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train next-scale prior"), load, device)
-    return Contender(lambda y, g: tok.decode(sample_next_scale(var, y, cfg_scale=3.0, generator=g)), var.transformer,
-                     [tok, var], tok_secs + secs, "one pass per scale, cfg 3 (ramped)")
-
-def fit_masked(b: Budget, data: Data, run: Path, device) -> Contender:
-    tok, tok_secs = vq_tokenizer(b, data, run, device)
-    seq = tok.encode(data.xaug).flatten(1).cpu()
-    model, secs = trained(run / "masked_prior", lambda: Transformer(prior_config(b, tok.n_codes + 1, abs_pos=True)),
-                          lambda m: train_masked(m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_transformer, device)
-    return Contender(lambda y, g: tok.decode(sample_masked(model, y, steps=8, cfg_scale=5.0, generator=g).reshape(-1, 7, 7)),
-                     model, [tok, model], tok_secs + secs, "MaskGIT, 8 steps, cfg 5")
-
-FLOW_STEPS = annealed_steps(49, 32, 2, "geometric")  # DiSA: `60_flow_heads` found it within 3% of 32 steps' FID
-
-def fit_flow(b: Budget, data: Data, run: Path, device) -> Contender:
-    tok, tok_secs = trained(run / "latent_tokenizer", lambda: LatentTokenizer(LatentConfig(latent_dim=4, channels=32, noise=0.2, prior_weight=1e-3)),
-                            lambda m: train_latent_tokenizer(m, data.xtr, steps=b.tok_steps), load_latent_tokenizer, device)
-    seq = tok.encode(data.xaug).cpu()
-    backbone = prior_config(b, 0).to_dict()
-    cfg = FlowPriorConfig(backbone=backbone, token_dim=4, head="flow", head_width=b.head_width, head_depth=2, noise_draws=4)
-    prior, secs = trained(run / "flow_prior", lambda: FlowPrior(cfg), lambda m: train_flow_prior(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_flow_prior, device)
-    return Contender(lambda y, g: sample_flow_images(tok, prior, y, steps=FLOW_STEPS, cfg_scale=3.0, temperature=0.9,
-                                                     generator=g), prior.backbone, [tok, prior], tok_secs + secs,
-                     f"raster, DiSA 32->2 Euler steps ({sum(FLOW_STEPS)} head evaluations), T 0.9, cfg 3")
-
 PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "next_scale": fit_next_scale,
              "masked": fit_masked, "flow": fit_flow}
 
 # %% ../nbs/90_leaderboard.ipynb #c3bc9802
-COLUMNS = ("fid", "precision", "recall", "class_accuracy", "bits_per_dim", "forward_passes_per_image", "images_per_s",
-           "parameters", "train_seconds")
-
 def measure(name: str, c: Contender, budget: Budget, run: Path, device) -> dict:
     "Sample, time, count and score one contender; append its record to `run/records.jsonl`."
     labels = torch.arange(10).repeat_interleave(budget.n_samples // 10).to(device)
@@ -184,28 +48,13 @@ def measure(name: str, c: Contender, budget: Budget, run: Path, device) -> dict:
                "train_seconds": c.train_seconds}
     per_digit = budget.n_samples // 10
     np.save(run / f"samples_{name}.npy", images[::per_digit][:10].numpy(), allow_pickle=False)
-    rec = {"paradigm": name, "budget": budget.name, "note": c.note, "metrics": metrics, "device": str(device),
-           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    with (run / "records.jsonl").open("a") as f: f.write(json.dumps(rec) + "\n")
-    return rec
+    return leaderboard_record(name, metrics, device=device, seconds=seconds, path=run / "records.jsonl", note=c.note,
+                              budget=budget.name)
 
 # %% ../nbs/90_leaderboard.ipynb #bac5636f
-def _cell(key: str, v) -> str:
-    if v is None: return "-"
-    if key == "class_accuracy": return f"{100 * v:.1f}%"
-    if key in ("parameters", "forward_passes_per_image"): return f"{int(v):,}"
-    if key in ("images_per_s", "train_seconds"): return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
-    return f"{v:.3f}" if key in ("precision", "recall") else f"{v:.2f}"
-
 def leaderboard_table(records: list[dict]) -> str:
     "Markdown: one row per paradigm (best FID first), the leaderboard columns, sampler note and device."
-    head = ["paradigm", "FID", "precision", "recall", "class acc.", "bits/dim", "passes/image", "images/s",
-            "parameters", "train s", "sampler", "device"]
-    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 3) + "---|---|"]
-    for r in sorted(records, key=lambda r: r["metrics"]["fid"]):
-        cells = [r["paradigm"], *(_cell(k, r["metrics"].get(k)) for k in COLUMNS), r["note"], r["device"]]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    return records_table(records, sort_by="fid")
 
 def save_figure(records: list[dict], run: Path) -> Path:
     "samples.png: one row of ten samples (digits 0-9) per paradigm, in the table's order."
@@ -250,9 +99,4 @@ def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str
 
 def read_leaderboard(run: str | Path) -> list[dict]:
     "The records in a leaderboard folder (the last one per paradigm)."
-    p = Path(run) / "records.jsonl"
-    if not p.exists(): return []
-    last = {}
-    for line in p.read_text().splitlines():
-        if line.strip(): r = json.loads(line); last[r["paradigm"]] = r
-    return list(last.values())
+    return read_records(Path(run) / "records.jsonl", latest=True)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import math
 import torch
 import torch.nn.functional as F
+from pathlib import Path
 from .core import check_ids, eval_mode
-from .transformer import Guidance, Transformer, sample_logits, train_on_tokens
+from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .transformer import Guidance, Transformer, load_transformer, sample_logits, train_on_tokens
+from .vq import vq_tokenizer
 
 # %% auto #0
-__all__ = ['ORDERS', 'cosine_schedule', 'masked_counts', 'mask_id', 'mask_ratios', 'random_masks', 'masked_loss', 'train_masked',
-           'sample_masked']
+__all__ = ['ORDERS', 'MASKED_SAMPLER', 'cosine_schedule', 'masked_counts', 'mask_id', 'mask_ratios', 'random_masks',
+           'masked_loss', 'train_masked', 'sample_masked', 'fit_masked']
 
 # %% ../nbs/50_masked.ipynb #11f00080
 def cosine_schedule(r) -> torch.Tensor:
@@ -112,3 +115,18 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
             ids = drawn.masked_fill(remask, mid)
             if return_history: history.append(ids.clone())
     return (ids, history) if return_history else ids
+
+# %% ../nbs/50_masked.ipynb #feaf4dfd
+MASKED_SAMPLER = dict(steps=8, cfg_scale=5.0)  # the sweeps: T = 8 passes; guidance 5 gave the best class accuracy (97.8%, FID 2.21)
+
+# %% ../nbs/50_masked.ipynb #4eceade7
+def fit_masked(b: Budget, data: Data, run: Path, device) -> Contender:
+    "This notebook's recipe at budget `b`: the baseline tokenizer and a masked prior; MaskGIT decoding with `MASKED_SAMPLER`."
+    tok, tok_secs = vq_tokenizer(b, data, run, device)
+    seq = tok.encode(data.xaug).flatten(1).cpu()
+    model, secs = train_or_load(run / "masked_prior", lambda: Transformer(prior_config(b, tok.n_codes + 1, abs_pos=True)),
+                                lambda m: train_masked(m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3),
+                                load_transformer, device, b.recipe())
+    s = MASKED_SAMPLER
+    return Contender(lambda y, g: tok.decode(sample_masked(model, y, generator=g, **s).reshape(-1, *tok.grid)), model,
+                     [tok, model], tok_secs + secs, f"MaskGIT, {s['steps']} steps, cfg {s['cfg_scale']:g}")

@@ -10,13 +10,16 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids, eval_mode
-from .transformer import Guidance, Transformer, TransformerConfig, sample_logits
-from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats
+from pathlib import Path
+from .core import Config, check_ids, eval_mode, load_checkpoint, load_config
+from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
+from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
 
 # %% auto #0
-__all__ = ['check_scales', 'Phi', 'MultiScaleQuantizer', 'MultiScaleConfig', 'MultiScaleTokenizer', 'scale_positions',
-           'NextScalePrior', 'sample_next_scale']
+__all__ = ['NEXT_SCALE_SAMPLER', 'check_scales', 'Phi', 'MultiScaleQuantizer', 'MultiScaleConfig', 'MultiScaleTokenizer',
+           'scale_positions', 'NextScalePrior', 'sample_next_scale', 'load_multiscale_tokenizer',
+           'load_next_scale_prior', 'fit_next_scale']
 
 # %% ../nbs/40_next_scale.ipynb #4adccb79
 def check_scales(scales, latent_size: int) -> tuple[int, ...]:
@@ -200,3 +203,28 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
             out.append(ids)
             f_hat = f_hat + cfg.double(q.embed_scale(k, ids.reshape(B, s, s)))
     return torch.cat(out, 1)
+
+# %% ../nbs/40_next_scale.ipynb #7dad5515
+NEXT_SCALE_SAMPLER = dict(cfg_scale=3.0)  # the VQ prior's guidance (20_vq's sweep), ramped over the scales
+
+def load_multiscale_tokenizer(directory: str | Path, device=None) -> MultiScaleTokenizer:
+    "A multi-scale tokenizer from a checkpoint folder, in eval mode."
+    return load_checkpoint(MultiScaleTokenizer(load_config(directory, MultiScaleConfig)), directory).to(device or "cpu").eval()
+
+def load_next_scale_prior(directory: str | Path, quantizer: MultiScaleQuantizer, device=None) -> NextScalePrior:
+    "A next-scale prior from a checkpoint folder, over `quantizer` (its tokenizer's), in eval mode."
+    prior = NextScalePrior(load_config(directory, TransformerConfig), quantizer)
+    return load_checkpoint(prior, directory).to(device or "cpu").eval()
+
+def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
+    "This notebook's recipe at budget `b`: multi-scale tokenizer and next-scale prior; sample with `NEXT_SCALE_SAMPLER`."
+    tok, tok_secs = train_or_load(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(channels=b.tok_channels)),
+                                  lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_multiscale_tokenizer,
+                                  device, b.recipe("tok_steps", "tok_channels"))
+    seq = tok.encode(data.xaug).cpu()
+    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
+    var, secs = train_or_load(run / "next_scale_prior", lambda: NextScalePrior(cfg, tok.quantizer), lambda m: train_next_token(
+        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train next-scale prior"),
+        lambda d: load_next_scale_prior(d, tok.quantizer), device, b.recipe())
+    return Contender(lambda y, g: tok.decode(sample_next_scale(var, y, generator=g, **NEXT_SCALE_SAMPLER)), var.transformer,
+                     [tok, var], tok_secs + secs, f"one pass per scale, cfg {NEXT_SCALE_SAMPLER['cfg_scale']:g} (ramped)")

@@ -7,20 +7,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import io
-import math
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .codec import jpeg_bytes
 from .core import check_ids, eval_mode, train_loop
-from .data import endless, make_loader
+from .data import endless, jpeg_bytes, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Guidance, Transformer, generate
 
 # %% auto #0
 __all__ = ['ATTACKS', 'code_clusters', 'reencode_rate', 'reencodable_tokenizer', 'check_gamma', 'key_generator', 'green_lists',
-           'green_z', 'sample_marked', 'detect', 'tpr_at_fpr', 'code_pairs', 'pair_green_list', 'index_mark', 'attack']
+           'green_z', 'sample_marked', 'detect', 'code_pairs', 'pair_green_list', 'index_mark', 'attack']
 
 # %% ../nbs/80_watermarking.ipynb #863b5b12
 def code_clusters(codebook: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
@@ -134,12 +132,6 @@ def detect(tokenizer, images: torch.Tensor, lists: torch.Tensor) -> torch.Tensor
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0 or images.shape[-1] == 0:
         raise ValueError(f"images: expected a non-empty uint8 batch (B, 1, H, W), got {tuple(getattr(images, 'shape', ()))}")
     return green_z(tokenizer.encode(images).reshape(len(images), -1), lists).amax(1)
-
-def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) -> tuple[float, float]:
-    "True-positive rate of scores `marked` at the threshold that at most `fpr` of `unmarked` scores exceed; (tpr, threshold)."
-    if len(unmarked) < math.ceil(1 / fpr): raise ValueError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
-    thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
-    return (marked > thr).float().mean().item(), thr
 
 # %% ../nbs/80_watermarking.ipynb #02138e97
 def code_pairs(codebook: torch.Tensor, key: str) -> torch.Tensor:

@@ -25,8 +25,8 @@ from argen_lit.vq import load_tokenizer
 
 
 def speculative_rows(folder, device, batch, window, cfg, rounds, group_size, gsd_window, group_gap, group_rank):
-    "Plain, SJD and GSD on a trained raster prior (folder/prior, folder/tokenizer): images/s and passes per image."
-    prior, tok = load_transformer(Path(folder) / "prior", device), load_tokenizer(Path(folder) / "tokenizer", device)
+    "Plain, SJD and GSD on a trained raster prior (folder/vq_prior, folder/vq_tokenizer): images/s and passes per image."
+    prior, tok = load_transformer(Path(folder) / "vq_prior", device), load_tokenizer(Path(folder) / "vq_tokenizer", device)
     group_size = group_size or tok.n_codes
     groups = code_neighbours(tok.quantizer.lookup(torch.arange(tok.n_codes, device=device)), group_size)
     lab = lambda b: torch.arange(b, device=device) % 10
@@ -46,7 +46,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
     p.add_argument("--rounds", type=int, default=3); p.add_argument("--compile", action="store_true")
     p.add_argument("--no-cache-row", action="store_true", help="skip the (slow) no-cache row")
-    p.add_argument("--prior", default=None, help="folder with prior/ and tokenizer/ checkpoints (nbs/70 writes runs/accel/full)")
+    p.add_argument("--prior", default=None, help="folder with vq_prior/ and vq_tokenizer/ checkpoints (nbs/70 writes runs/accel/full)")
     p.add_argument("--spec-batch", type=int, default=10); p.add_argument("--window", type=int, default=8)
     p.add_argument("--cfg", type=float, default=3.0)
     p.add_argument("--group-size", type=int, default=None, help="GSD: codebook neighbours per group (default: the whole codebook)")

@@ -1,9 +1,8 @@
 import pytest
 import torch
-from argen_lit.accel import (StaticDecoder, chi2_two_sample, code_neighbours, same_distribution, speculative_jacobi,
-                             two_proportion_p)
+from argen_lit.accel import StaticDecoder, code_neighbours, speculative_jacobi
 from argen_lit.core import make_generator
-from argen_lit.eval import count_forward_passes
+from argen_lit.eval import chi2_two_sample, count_forward_passes, same_distribution, two_proportion_p
 from argen_lit.transformer import GrowingKVCache, Transformer, TransformerConfig, generate, token_probs
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from argen_lit.codec import (BYTE_VOCAB, EOS, PAD, decode_scan, jpeg_bytes, jpeg_header, jpeg_scans, repair_scan,
+from argen_lit.codec import (BYTE_VOCAB, EOS, PAD, decode_scan, jpeg_header, jpeg_scans, repair_scan,
                              sample_jpeg, scans_to_tokens, splice_header, strip_header, tokens_to_scan)
 from argen_lit.core import make_generator
-from argen_lit.data import load_mnist5k
+from argen_lit.data import jpeg_bytes, load_mnist5k
 from argen_lit.transformer import Transformer, TransformerConfig
 
 

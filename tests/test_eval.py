@@ -120,11 +120,15 @@ def test_forward_pass_counting_and_speed_rows():
 def test_leaderboard_records_round_trip(tmp_path):
     path = tmp_path / "runs" / "results.jsonl"
     assert read_records(path) == []
-    leaderboard_record("pixels", {"fid": 12.5, "bits_per_dim": 0.9}, config={"d": 64}, device="cpu", seconds=3.0, path=path)
+    leaderboard_record("pixels", {"fid": 12.5, "bits_per_dim": 0.9}, config={"d": 64}, device="cpu", seconds=3.0, path=path,
+                       note="raster, cfg 2", budget="quick")
     leaderboard_record("vq", {"fid": 8.25, "class_accuracy": 0.97}, device="cpu", seconds=4.0, path=path)
+    leaderboard_record("pixels", {"fid": 11.0, "bits_per_dim": 0.8}, device="cpu", path=path)  # a re-measurement
     recs = read_records(path)
-    assert [r["paradigm"] for r in recs] == ["pixels", "vq"] and recs[0]["config"] == {"d": 64} and "date" in recs[0]
-    table = records_table(recs, columns=("fid", "bits_per_dim", "class_accuracy"))
-    lines = table.splitlines()
-    assert lines[0] == "| paradigm | fid | bits_per_dim | class_accuracy | device | seconds |"
-    assert lines[2] == "| pixels | 12.5 | 0.9 | - | cpu | 3 |" and lines[3] == "| vq | 8.25 | - | 0.97 | cpu | 4 |"
+    assert [r["paradigm"] for r in recs] == ["pixels", "vq", "pixels"] and recs[0]["config"] == {"d": 64}
+    assert recs[0]["budget"] == "quick" and recs[0]["torch"] == torch.__version__ and "date" in recs[0]
+    latest = read_records(path, latest=True)
+    assert [(r["paradigm"], r["metrics"]["fid"]) for r in latest] == [("pixels", 11.0), ("vq", 8.25)]
+    lines = records_table(latest, columns=("fid", "bits_per_dim", "class_accuracy"), sort_by="fid").splitlines()
+    assert lines[0] == "| paradigm | FID | bits/dim | class acc. | sampler | device |"
+    assert lines[2] == "| vq | 8.25 | - | 97.0% | - | cpu |" and lines[3] == "| pixels | 11.00 | 0.80 | - | - | cpu |"

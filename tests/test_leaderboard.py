@@ -1,9 +1,8 @@
-import json
 import pytest
-import torch
 from argen_lit.cli import main
-from argen_lit.core import Config, load_checkpoint
-from argen_lit.leaderboard import BUDGETS, COLUMNS, get_budget, leaderboard_table, read_leaderboard, run_leaderboard, trained
+from argen_lit.eval import LEADERBOARD_COLUMNS as COLUMNS
+from argen_lit.leaderboard import leaderboard_table, read_leaderboard, run_leaderboard
+from argen_lit.recipes import BUDGETS, get_budget
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +47,6 @@ def test_a_lost_record_is_measured_again_from_the_checkpoints(board):
     assert m_new["train_seconds"] == m_old["train_seconds"] and m_new["parameters"] == m_old["parameters"]
     assert m_new["fid"] == pytest.approx(m_old["fid"], rel=1e-6)  # same weights, same seed: same samples
     assert len(read_leaderboard(run)) == 2
-
-
-class Lin(torch.nn.Linear):
-    config = Config()  # save_checkpoint stores a model's config
-
-
-def test_trained_builds_once_then_loads(tmp_path):
-    calls = []
-    def fit(m): calls.append(1)
-    def load(d): return load_checkpoint(Lin(2, 2), d)
-    a, s1 = trained(tmp_path / "m", lambda: Lin(2, 2), fit, load, "cpu")
-    b, s2 = trained(tmp_path / "m", lambda: Lin(2, 2), fit, load, "cpu")
-    assert len(calls) == 1 and s1 == s2 and torch.equal(a.weight, b.weight)
-    assert json.loads((tmp_path / "m/config.json").read_text())["meta"]["train_seconds"] == s1
 
 
 def test_table_lists_best_fid_first():

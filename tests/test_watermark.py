@@ -7,7 +7,8 @@ from argen_lit.transformer import Transformer, TransformerConfig
 from argen_lit.vq import Tokenizer, TokenizerConfig
 from argen_lit.core import load_checkpoint, save_checkpoint
 from argen_lit.watermark import (ATTACKS, attack, code_clusters, code_pairs, detect, green_lists, green_z, index_mark,
-                                 pair_green_list, reencodable_tokenizer, reencode_rate, sample_marked, tpr_at_fpr)
+                                 pair_green_list, reencodable_tokenizer, reencode_rate, sample_marked)
+from argen_lit.eval import tpr_at_fpr
 
 
 @pytest.fixture(scope="module")

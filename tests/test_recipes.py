@@ -1,0 +1,60 @@
+import json
+import pytest
+import torch
+from argen_lit.core import Config, load_checkpoint
+from argen_lit.recipes import BUDGETS, Budget, Contender, get_budget, load_data, prior_config, train_or_load
+
+
+class Lin(torch.nn.Linear):
+    config = Config()  # save_checkpoint stores a model's config
+
+
+def lin_fit(calls):
+    def fit(m):
+        calls.append(1)
+        with torch.no_grad(): m.weight.add_(1.0)  # "training" that changes the weights
+    return fit
+
+
+def test_train_or_load_builds_once_then_loads(tmp_path):
+    calls = []
+    load = lambda d: load_checkpoint(Lin(2, 2), d)
+    a, s1 = train_or_load(tmp_path / "m", lambda: Lin(2, 2), lin_fit(calls), load, "cpu", recipe={"steps": 3, "grid": (7, 7)})
+    b, s2 = train_or_load(tmp_path / "m", lambda: Lin(2, 2), lin_fit(calls), load, "cpu", recipe={"steps": 3, "grid": (7, 7)})
+    assert len(calls) == 1 and s1 == s2 and torch.equal(a.weight, b.weight) and not a.training and not b.training
+    meta = json.loads((tmp_path / "m/config.json").read_text())["meta"]
+    assert meta["train_seconds"] == s1 and meta["recipe"] == {"steps": 3, "grid": [7, 7]}
+
+
+def test_train_or_load_builds_after_a_fixed_seed(tmp_path):
+    load = lambda d: load_checkpoint(Lin(2, 2), d)
+    torch.manual_seed(123)
+    a, _ = train_or_load(tmp_path / "a", lambda: Lin(2, 2), lambda m: None, load, "cpu")
+    torch.manual_seed(456)
+    b, _ = train_or_load(tmp_path / "b", lambda: Lin(2, 2), lambda m: None, load, "cpu")
+    assert torch.equal(a.weight, b.weight)  # the global state before the call does not matter
+
+
+def test_train_or_load_refuses_a_folder_of_another_recipe(tmp_path):
+    calls = []
+    load = lambda d: load_checkpoint(Lin(2, 2), d)
+    train_or_load(tmp_path / "m", lambda: Lin(2, 2), lin_fit(calls), load, "cpu", recipe={"steps": 3})
+    before = (tmp_path / "m/model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="recipe"):
+        train_or_load(tmp_path / "m", lambda: Lin(2, 2), lin_fit(calls), load, "cpu", recipe={"steps": 4})
+    assert len(calls) == 1 and (tmp_path / "m/model.safetensors").read_bytes() == before  # nothing overwritten
+
+
+def test_budgets_recipes_and_data():
+    assert set(BUDGETS) == {"smoke", "quick", "full"} and get_budget("full") is BUDGETS["full"]
+    b = Budget("mine", tok_steps=1, steps=2, batch=4, width=32, depth=1, aug_copies=2)
+    assert get_budget(b) is b and b.recipe("steps", "batch") == {"steps": 2, "batch": 4}
+    assert set(b.recipe()) >= {"tok_steps", "steps", "batch", "width", "depth", "aug_copies"}
+    with pytest.raises(ValueError, match="budget"): get_budget("huge")
+    data = load_data(b)
+    assert len(data.xtr) == 4000 and len(data.xte) == 1000 and len(data.xaug) == 8000
+    assert torch.equal(data.xaug[:4000], data.xtr) and torch.equal(data.yaug[4000:], data.ytr)
+    cfg = prior_config(b, 512)
+    assert (cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.grid, cfg.label_dropout) == (32, 1, 512, (7, 7), 0.1)
+    c = Contender(lambda y, g: y, torch.nn.Identity(), [], 1.0, "note")
+    assert c.bits_per_dim is None
