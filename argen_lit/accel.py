@@ -106,9 +106,9 @@ class StaticDecoder:
             raise ValueError(f"n_tokens: expected 1..{c.max_seq_len - 1} (max_seq_len {c.max_seq_len}), got {n_tokens}")
         if cfg_scale < 0 or temperature < 0: raise ValueError(f"cfg_scale/temperature: expected >= 0, got {cfg_scale}/{temperature}")
         self.model, self.B, self.n_tokens, self.mode = model, batch_size, n_tokens, mode
-        self.cfg_scale, self.temperature, self.guided = cfg_scale, temperature, cfg_scale != 1.0
+        self.cfg_scale, self.temperature = cfg_scale, temperature
         self.cfg = Guidance(torch.zeros(batch_size, dtype=torch.long), c.null_class, cfg_scale)  # mixing; `sample` labels
-        rows = 2 * batch_size if self.guided else batch_size
+        rows = 2 * batch_size if self.cfg.on else batch_size
         self.cache = model.new_cache(rows, n_tokens + 1)
         ang = rope_angles(model.positions[:n_tokens + 1].to(dev), c.head_dim, c.rope_base)
         if c.rope == "none": ang = torch.zeros_like(ang)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageFile
 from pathlib import Path
 from .data import jpeg_bytes
-from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .recipes import MODEL_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
 
 # %% auto #0
@@ -139,7 +139,7 @@ def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
     cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
     lm, secs = train_or_load(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
         m, scans_to_tokens(scans, max_len), data.yaug, steps=b.steps, batch_size=b.batch // 2, lr=2e-3, pad_token=PAD,
-        desc="train byte LM"), load_transformer, device, b.recipe())
+        desc="train byte LM"), load_transformer, device, b.recipe(*MODEL_FIELDS))
     max_len = lm.config.max_seq_len - 2
     return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, generator=g, **BYTES_SAMPLER)[0], lm, [lm], secs,
                      f"bytes until EOS ({EOS}), cfg {BYTES_SAMPLER['cfg_scale']:g}")

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .core import Config, eval_mode, load_checkpoint, load_config, train_loop
 from .data import endless, make_loader
-from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
 from .vq import check_image_batch, conv_decoder, conv_encoder
 
@@ -315,12 +315,13 @@ def fit_flow(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: continuous tokenizer and flow prior, trained or loaded; sampled with `FLOW_SAMPLER`."
     tok, tok_secs = train_or_load(run / "latent_tokenizer", lambda: LatentTokenizer(LatentConfig(
         latent_dim=4, channels=b.tok_channels, noise=0.2, prior_weight=1e-3)), lambda m: train_latent_tokenizer(
-        m, data.xtr, steps=b.tok_steps), load_latent_tokenizer, device, b.recipe("tok_steps", "tok_channels"))
+        m, data.xtr, steps=b.tok_steps), load_latent_tokenizer, device, b.recipe(*TOKENIZER_FIELDS))
     seq = tok.encode(data.xaug).cpu()
     cfg = FlowPriorConfig(backbone=prior_config(b, 0).to_dict(), token_dim=4, head="flow", head_width=b.head_width,
                           head_depth=2, noise_draws=4)
     prior, secs = train_or_load(run / "flow_prior", lambda: FlowPrior(cfg), lambda m: train_flow_prior(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_flow_prior, device, b.recipe())
+        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_flow_prior, device,
+        b.recipe(*PRIOR_FIELDS, "head_width"))
     s = FLOW_SAMPLER
     return Contender(lambda y, g: sample_flow_images(tok, prior, y, generator=g, **s), prior.backbone, [tok, prior],
                      tok_secs + secs, f"raster, DiSA {s['steps'][0]}->{s['steps'][-1]} Euler steps ({sum(s['steps'])} head "

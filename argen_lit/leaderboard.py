@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json
 import time
-from dataclasses import asdict
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch
@@ -80,7 +80,8 @@ def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str
     if b.n_samples % 10 or b.n_samples < 20: raise ValueError(f"budget: n_samples must be a multiple of 10, >= 20; got {b.n_samples}")
     run = Path(out_dir) / b.name; run.mkdir(parents=True, exist_ok=True)
     stamp = run / "budget.json"  # a folder belongs to one budget: resuming under changed settings would mix them
-    if stamp.exists() and json.loads(stamp.read_text()) != asdict(b):
+    defaults = {f.name: f.default for f in fields(Budget) if f.default is not MISSING}  # fields newer than a stamp
+    if stamp.exists() and {**defaults, **json.loads(stamp.read_text())} != asdict(b):
         raise ValueError(f"budget: {run} was made with {stamp.read_text()}, not {asdict(b)}; remove it or pick out_dir")
     stamp.write_text(json.dumps(asdict(b)))
     done = {r["paradigm"]: r for r in read_leaderboard(run)}
@@ -94,7 +95,7 @@ def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str
         print(f"{name}: FID {m['fid']:.2f}, class accuracy {100 * m['class_accuracy']:.1f}% ({time.time() - t0:.0f}s)")
     records = [done[n] for n in names]
     (run / "leaderboard.md").write_text(f"Budget `{b.name}`: {json.dumps(asdict(b))}\n\n" + leaderboard_table(records) + "\n")
-    save_figure(records, run)
+    if records: save_figure(records, run)
     return records
 
 def read_leaderboard(run: str | Path) -> list[dict]:

@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 from pathlib import Path
 from .core import Config, check_ids, eval_mode, load_checkpoint, load_config
-from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
 
@@ -220,7 +220,7 @@ def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: multi-scale tokenizer and next-scale prior; sample with `NEXT_SCALE_SAMPLER`."
     tok, tok_secs = train_or_load(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(channels=b.tok_channels)),
                                   lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_multiscale_tokenizer,
-                                  device, b.recipe("tok_steps", "tok_channels"))
+                                  device, b.recipe(*TOKENIZER_FIELDS))
     seq = tok.encode(data.xaug).cpu()
     cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
     var, secs = train_or_load(run / "next_scale_prior", lambda: NextScalePrior(cfg, tok.quantizer), lambda m: train_next_token(

@@ -12,7 +12,7 @@ from torch import nn
 from .core import Config, check_ids, eval_mode, load_checkpoint, load_config, make_generator, train_loop
 from .data import endless, make_loader
 from .eval import bits_per_dim
-from .recipes import Budget, Contender, Data, train_or_load
+from .recipes import MODEL_FIELDS, Budget, Contender, Data, train_or_load
 from .transformer import Guidance, sample_logits
 
 # %% auto #0
@@ -213,6 +213,6 @@ def fit_pixels(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: train (or load from `run`) the Gated PixelCNN; sample it with `PIXELS_SAMPLER`."
     cfg = PixelCNNConfig(channels=b.width // 4, n_layers=2 * b.depth, head_hidden=b.width // 2)
     model, secs = train_or_load(run / "pixels", lambda: GatedPixelCNN(cfg), lambda m: train_pixelcnn(
-        m, data.xaug, data.yaug, steps=b.steps, batch_size=b.batch), load_pixelcnn, device, b.recipe())
+        m, data.xaug, data.yaug, steps=b.steps, batch_size=b.batch), load_pixelcnn, device, b.recipe(*MODEL_FIELDS))
     return Contender(lambda y, g: sample(model, y, generator=g, **PIXELS_SAMPLER), model.head, [model], secs,
                      f"raster, cfg {PIXELS_SAMPLER['cfg_scale']:g}", dataset_bits_per_dim(model, data.xte, data.yte))

@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Callable
 import torch
@@ -16,27 +16,32 @@ from .data import augment_digits, load_mnist5k
 from .transformer import TransformerConfig
 
 # %% auto #0
-__all__ = ['BUDGETS', 'Budget', 'get_budget', 'Data', 'load_data', 'train_or_load', 'prior_config', 'Contender']
+__all__ = ['TOKENIZER_FIELDS', 'MODEL_FIELDS', 'PRIOR_FIELDS', 'BUDGETS', 'Budget', 'get_budget', 'Data', 'load_data',
+           'train_or_load', 'prior_config', 'Contender']
 
 # %% ../nbs/04_recipes.ipynb #ee94911d
 @dataclass(frozen=True)
 class Budget:
     name: str
+    _: KW_ONLY                # every field after the name by keyword: a budget reads as what it spends
+    n_samples: int = 1000     # class-conditional samples per paradigm (a multiple of 10), scored against the test split
     tok_steps: int            # training steps of each tokenizer (batch 64)
     steps: int                # training steps of each prior, pixel model included (the same for every paradigm)
     batch: int                # sequences (or images) per training step
     width: int                # transformer width (PixelCNN: a quarter of it as channels)
     depth: int                # transformer layers (PixelCNN: twice as many gated layers)
     aug_copies: int           # copies of the train split for every prior: the originals, then aug_copies - 1 warped ones
-    n_samples: int = 1000     # class-conditional samples per paradigm (a multiple of 10), scored against the test split
     head_width: int = 128     # the flow head's MLP width
-    tok_channels: int = 32    # conv width of the tokenizers
     sample_batch: int = 500   # images per sampling call (the images/s column is measured at this batch)
+    tok_channels: int = 32    # conv width of the tokenizers
 
     def recipe(self, *fields: str) -> dict:
-        "The values of `fields` (all training fields when none are named): what a checkpoint trained under it depends on."
-        names = fields or ("tok_steps", "steps", "batch", "width", "depth", "aug_copies", "head_width", "tok_channels")
-        return {f: getattr(self, f) for f in names}
+        "The values of `fields` (default: `PRIOR_FIELDS`): what a checkpoint trained under this budget depends on."
+        return {f: getattr(self, f) for f in fields or PRIOR_FIELDS}
+
+TOKENIZER_FIELDS = ("tok_steps", "tok_channels")                              # what a tokenizer depends on
+MODEL_FIELDS = ("steps", "batch", "width", "depth", "aug_copies")             # a model trained on pixels or bytes
+PRIOR_FIELDS = TOKENIZER_FIELDS + MODEL_FIELDS                                # a prior over a tokenizer's tokens
 
 BUDGETS = {
     "smoke": Budget("smoke", n_samples=50, tok_steps=5, steps=5, batch=8, width=32, depth=1, aug_copies=1, head_width=16),
@@ -67,7 +72,7 @@ def train_or_load(directory: str | Path, build: Callable[[], nn.Module], fit: Ca
                   load: Callable[[Path], nn.Module], device, recipe: dict | None = None) -> tuple[nn.Module, float]:
     """Load the model saved in `directory`, or build it (after `seed_everything(0)`), `fit` it and save it there.
     Returns the model in eval mode and its training seconds. `recipe` (JSON-able) is saved with the model, and a
-    folder saved under a different recipe is refused."""
+    folder saved under a different recipe is refused (one saved without a recipe, by an earlier version, is loaded)."""
     directory, recipe = Path(directory), json.loads(json.dumps(recipe or {}))  # as JSON would read it back
     if (directory / CONFIG_FILE).is_file():
         meta = json.loads((directory / CONFIG_FILE).read_text()).get("meta", {})

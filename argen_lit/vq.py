@@ -14,7 +14,7 @@ from einops import rearrange
 from torch import nn
 from .core import Config, check_ids, eval_mode, load_checkpoint, load_config, train_loop
 from .data import endless, make_loader
-from .recipes import Budget, Contender, Data, prior_config, train_or_load
+from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
 
 # %% auto #0
@@ -335,7 +335,7 @@ def vq_tokenizer(b: Budget, data: Data, run: Path, device) -> tuple[Tokenizer, f
     "The course's baseline tokenizer (EMA-VQ, 512 codes) at budget `b`, trained or loaded from `run`; (model, seconds)."
     return train_or_load(run / "vq_tokenizer", lambda: Tokenizer(TokenizerConfig(quantizer="ema", channels=b.tok_channels)),
                          lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_tokenizer, device,
-                         b.recipe("tok_steps", "tok_channels"))
+                         b.recipe(*TOKENIZER_FIELDS))
 
 def raster_prior(b: Budget, tok: Tokenizer, data: Data, run: Path, device) -> tuple[Transformer, float]:
     "The course's baseline raster prior over `tok`'s codes at budget `b`, trained or loaded from `run`; (model, seconds)."

@@ -1,3 +1,4 @@
+import json
 import pytest
 from argen_lit.cli import main
 from argen_lit.eval import LEADERBOARD_COLUMNS as COLUMNS
@@ -47,6 +48,15 @@ def test_a_lost_record_is_measured_again_from_the_checkpoints(board):
     assert m_new["train_seconds"] == m_old["train_seconds"] and m_new["parameters"] == m_old["parameters"]
     assert m_new["fid"] == pytest.approx(m_old["fid"], rel=1e-6)  # same weights, same seed: same samples
     assert len(read_leaderboard(run)) == 2
+
+
+def test_a_stamp_without_newer_budget_fields_still_matches(tmp_path):
+    run = tmp_path / "smoke"; run.mkdir()
+    old = {k: v for k, v in json.loads(json.dumps(get_budget("smoke").__dict__)).items() if k != "tok_channels"}
+    (run / "budget.json").write_text(json.dumps(old))  # written before tok_channels existed
+    assert run_leaderboard("smoke", [], out_dir=tmp_path, device="cpu") == []
+    (run / "budget.json").write_text(json.dumps({**old, "steps": 99}))
+    with pytest.raises(ValueError, match="budget"): run_leaderboard("smoke", [], out_dir=tmp_path, device="cpu")
 
 
 def test_table_lists_best_fid_first():

@@ -107,7 +107,7 @@ def test_bad_input_is_refused(model):
 
 def test_masked_counts_take_the_ratio_first():
     # cos(pi/2 * 2/3) is exactly 1/2: an even map keeps exactly half its tokens masked at (t+1)/T = 2/3. Computing
-    # (pi/2 (t+1))/T instead rounds just below 1/2 for some (N, T) and floors N/2 to N/2 - 1 (e.g. N=64, T=3).
+    # (pi/2 (t+1))/T instead rounds just below 1/2 for some (N, T) and floors N/2 to N/2 - 1 (e.g. N=64, T=39).
     for n in (6, 10, 64, 100, 256, 1024):
         for steps in range(3, min(n, 64) + 1, 3):
             t = 2 * steps // 3 - 1

@@ -45,6 +45,21 @@ def test_train_or_load_refuses_a_folder_of_another_recipe(tmp_path):
     assert len(calls) == 1 and (tmp_path / "m/model.safetensors").read_bytes() == before  # nothing overwritten
 
 
+def test_a_folder_saved_without_a_recipe_is_loaded(tmp_path):
+    from argen_lit.core import save_checkpoint
+    save_checkpoint(Lin(2, 2), tmp_path / "old")  # as an earlier version wrote it: no recipe in its meta
+    calls = []
+    train_or_load(tmp_path / "old", lambda: Lin(2, 2), lin_fit(calls), lambda d: load_checkpoint(Lin(2, 2), d), "cpu",
+                  recipe={"steps": 3})
+    assert calls == []
+
+
+def test_budget_fields_after_the_name_are_keywords():
+    with pytest.raises(TypeError): Budget("mine", 50, 1, 2, 4, 32, 1, 2)
+    b = Budget("mine", tok_steps=1, steps=2, batch=4, width=32, depth=1, aug_copies=2)
+    assert b.recipe() == {"tok_steps": 1, "tok_channels": 32, "steps": 2, "batch": 4, "width": 32, "depth": 1, "aug_copies": 2}
+
+
 def test_budgets_recipes_and_data():
     assert set(BUDGETS) == {"smoke", "quick", "full"} and get_budget("full") is BUDGETS["full"]
     b = Budget("mine", tok_steps=1, steps=2, batch=4, width=32, depth=1, aug_copies=2)

@@ -16,6 +16,7 @@ import argen_lit.transformer as T
 import argen_lit.vq as V
 import argen_lit.watermark as W
 from argen_lit.data import load_mnist5k
+from argen_lit.eval import train_classifier
 
 BUILD = "2.14.1"  # the torch release the digests were recorded with; other builds round differently
 DIGESTS = {"tok": "4b0d8ce9a2423679", "prior": "dfdbd6bceb9e1fcc", "masked": "e980e4992c961551", "lt": "a688fbf1dbac1ba0",
@@ -73,3 +74,10 @@ def trained():
 @pytest.mark.parametrize("name", list(DIGESTS))
 def test_trainer_weights_match_the_hand_written_loops(trained, name):
     assert digest(name, trained[name]) == DIGESTS[name]
+
+
+def test_classifier_weights_match_the_hand_written_loop():
+    model, acc = train_classifier(epochs=2, batch_size=128)  # 62 steps: the one-cycle schedule as before
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()): h.update(k.encode()); h.update(v.detach().float().contiguous().numpy().tobytes())
+    assert h.hexdigest()[:16] == "c98177dc4e060b68" and acc == pytest.approx(0.946, abs=1e-6)
