@@ -73,3 +73,19 @@ def test_budgets_recipes_and_data():
     assert (cfg.d_model, cfg.n_layers, cfg.vocab_size, cfg.grid, cfg.label_dropout) == (32, 1, 512, (7, 7), 0.1)
     c = Contender(lambda y, g: y, torch.nn.Identity(), [], 1.0, "note")
     assert c.bits_per_dim is None
+
+
+def test_every_registered_recipe_returns_a_contender_that_samples(tmp_path):
+    from argen_lit.leaderboard import PARADIGMS
+    b = BUDGETS["smoke"]
+    data = load_data(b)
+    notes = {"pixels": "raster, cfg 2", "vq": "raster, KV cache, cfg 3", "bytes": "bytes until EOS (256), cfg 3",
+             "next_scale": "one pass per scale, cfg 3 (ramped)", "masked": "MaskGIT, 8 steps, cfg 5",
+             "flow": "raster, DiSA 32->2 Euler steps (536 head evaluations), T 0.9, cfg 3"}
+    assert set(PARADIGMS) == set(notes)
+    for name, fit in PARADIGMS.items():
+        c = fit(b, data, tmp_path, torch.device("cpu"))
+        assert c.note == notes[name] and c.train_seconds > 0 and all(not m.training for m in c.modules), name
+        imgs = c.sample(torch.tensor([3, 7]), torch.Generator().manual_seed(0))
+        assert imgs.dtype == torch.uint8 and imgs.shape == (2, 1, 28, 28), name
+        assert (c.bits_per_dim is not None) == (name == "pixels"), name
