@@ -106,9 +106,9 @@ class StaticDecoder:
             raise ValueError(f"n_tokens: expected 1..{c.max_seq_len - 1} (max_seq_len {c.max_seq_len}), got {n_tokens}")
         if cfg_scale < 0 or temperature < 0: raise ValueError(f"cfg_scale/temperature: expected >= 0, got {cfg_scale}/{temperature}")
         self.model, self.B, self.n_tokens, self.mode = model, batch_size, n_tokens, mode
-        self.cfg_scale, self.temperature = cfg_scale, temperature
+        self.temperature = temperature
         self.cfg = Guidance(torch.zeros(batch_size, dtype=torch.long), c.null_class, cfg_scale)  # mixing; `sample` labels
-        rows = 2 * batch_size if self.cfg.on else batch_size
+        rows = len(self.cfg.labels)
         self.cache = model.new_cache(rows, n_tokens + 1)
         ang = rope_angles(model.positions[:n_tokens + 1].to(dev), c.head_dim, c.rope_base)
         if c.rope == "none": ang = torch.zeros_like(ang)
@@ -161,7 +161,7 @@ class StaticDecoder:
         "Token ids (B, n_tokens) for `labels` (B,): the class token through the model, then one fixed-shape step per token."
         if len(labels) != self.B: raise ValueError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
         m, dev = self.model, self.slots.device
-        lab = Guidance(labels, m.config.null_class, self.cfg_scale, dev).labels
+        lab = Guidance(labels, m.config.null_class, self.cfg.scale, dev).labels
         self.cache.length = 0
         out = torch.empty(self.B, self.n_tokens, dtype=torch.long, device=dev)
         with eval_mode(m):

@@ -15,8 +15,8 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config',
-           'save_checkpoint', 'load_config', 'load_checkpoint', 'progress', 'one_cycle', 'to_device', 'train_loop',
-           'eval_mode', 'n_params', 'check_ids']
+           'save_checkpoint', 'load_config', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device',
+           'train_loop', 'eval_mode', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -133,6 +133,10 @@ def load_checkpoint(model: nn.Module, directory: str | Path) -> nn.Module:
                          f"shape (model, checkpoint) {shapes}")
     model.load_state_dict(state)
     return model
+
+def load_model(build, config_cls: type[Config], directory: str | Path, device=None) -> nn.Module:
+    "A model from a checkpoint folder: `build(config)` with the stored `config_cls`, its weights loaded, on `device`, in eval mode."
+    return load_checkpoint(build(load_config(directory, config_cls)), directory).to(device or "cpu").eval()
 
 # %% ../nbs/00_core.ipynb #3fc688ed
 def progress(iterable=None, desc: str | None = None, total: int | None = None, disable: bool | None = None, **kw):

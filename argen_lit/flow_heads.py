@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, eval_mode, load_checkpoint, load_config, train_loop
+from .core import Config, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
@@ -299,11 +299,11 @@ def train_flow_prior(model: FlowPrior, tokens: torch.Tensor, labels: torch.Tenso
 
 def load_latent_tokenizer(directory: str | Path, device=None) -> LatentTokenizer:
     "A latent tokenizer from a checkpoint folder."
-    return load_checkpoint(LatentTokenizer(load_config(directory, LatentConfig)), directory).to(device or "cpu").eval()
+    return load_model(LatentTokenizer, LatentConfig, directory, device)
 
 def load_flow_prior(directory: str | Path, device=None) -> FlowPrior:
     "A flow (or MSE) prior from a checkpoint folder."
-    return load_checkpoint(FlowPrior(load_config(directory, FlowPriorConfig)), directory).to(device or "cpu").eval()
+    return load_model(FlowPrior, FlowPriorConfig, directory, device)
 
 # %% ../nbs/60_flow_heads.ipynb #d6475540
 FLOW_SAMPLER = dict(steps=annealed_steps(49, 32, 2, "geometric"), cfg_scale=3.0, temperature=0.9)  # the sweeps above:

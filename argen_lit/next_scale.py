@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, check_ids, eval_mode, load_checkpoint, load_config
+from .core import Config, check_ids, eval_mode, load_model
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
@@ -209,12 +209,11 @@ NEXT_SCALE_SAMPLER = dict(cfg_scale=3.0)  # the VQ prior's guidance (20_vq's swe
 
 def load_multiscale_tokenizer(directory: str | Path, device=None) -> MultiScaleTokenizer:
     "A multi-scale tokenizer from a checkpoint folder, in eval mode."
-    return load_checkpoint(MultiScaleTokenizer(load_config(directory, MultiScaleConfig)), directory).to(device or "cpu").eval()
+    return load_model(MultiScaleTokenizer, MultiScaleConfig, directory, device)
 
 def load_next_scale_prior(directory: str | Path, quantizer: MultiScaleQuantizer, device=None) -> NextScalePrior:
     "A next-scale prior from a checkpoint folder, over `quantizer` (its tokenizer's), in eval mode."
-    prior = NextScalePrior(load_config(directory, TransformerConfig), quantizer)
-    return load_checkpoint(prior, directory).to(device or "cpu").eval()
+    return load_model(lambda config: NextScalePrior(config, quantizer), TransformerConfig, directory, device)
 
 def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: multi-scale tokenizer and next-scale prior; sample with `NEXT_SCALE_SAMPLER`."

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_ids, eval_mode, load_checkpoint, load_config, make_generator, train_loop
+from .core import Config, check_ids, eval_mode, load_model, make_generator, train_loop
 from .data import endless, make_loader
 from .eval import bits_per_dim
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, train_or_load
@@ -207,7 +207,7 @@ PIXELS_SAMPLER = dict(cfg_scale=2.0)  # the sweep above: the best FID (13.90); c
 # %% ../nbs/10_pixels.ipynb #1398efb5
 def load_pixelcnn(directory: str | Path, device=None) -> GatedPixelCNN:
     "A Gated PixelCNN from a checkpoint folder, in eval mode."
-    return load_checkpoint(GatedPixelCNN(load_config(directory, PixelCNNConfig)), directory).to(device or "cpu").eval()
+    return load_model(GatedPixelCNN, PixelCNNConfig, directory, device)
 
 def fit_pixels(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: train (or load from `run`) the Gated PixelCNN; sample it with `PIXELS_SAMPLER`."

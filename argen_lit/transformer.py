@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, autocast, check_ids, eval_mode, load_checkpoint, load_config, train_loop
+from .core import Config, autocast, check_ids, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 
 # %% auto #0
@@ -428,4 +428,4 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
 
 def load_transformer(directory: str | Path, device=None) -> Transformer:
     "A shared transformer (a prior, a byte LM, a masked model) from a checkpoint folder, in eval mode."
-    return load_checkpoint(Transformer(load_config(directory, TransformerConfig)), directory).to(device or "cpu").eval()
+    return load_model(Transformer, TransformerConfig, directory, device)

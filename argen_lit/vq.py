@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids, eval_mode, load_checkpoint, load_config, train_loop
+from .core import Config, check_ids, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -307,8 +307,7 @@ def evaluate_tokenizer(tok: Tokenizer, images: torch.Tensor, batch_size: int = 5
 
 def load_tokenizer(directory: str | Path, device=None) -> Tokenizer:
     "A tokenizer from a checkpoint folder written by `core.save_checkpoint`."
-    tok = load_checkpoint(Tokenizer(load_config(directory, TokenizerConfig)), directory)
-    return tok.to(device or "cpu").eval()
+    return load_model(Tokenizer, TokenizerConfig, directory, device)
 
 # %% ../nbs/20_vq.ipynb #dded2676
 @torch.no_grad()

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
-from argen_lit.core import (Config, autocast, default_device, eval_mode, load_checkpoint, load_config, make_generator,
+from argen_lit.core import (Config, autocast, default_device, eval_mode, load_checkpoint, load_config, load_model, make_generator,
                             n_params, one_cycle, progress, save_checkpoint, train_loop)
 
 
@@ -150,3 +150,11 @@ def test_eval_mode_restores_every_submodule_even_after_an_error():
             assert not any(m.training for m in net.modules())
             raise KeyError("boom")
     assert [m.training for m in net.modules()] == before
+
+
+def test_load_model_builds_from_the_stored_config_in_eval_mode(tmp_path):
+    m = Tiny(TinyConfig(width=6)).train()
+    save_checkpoint(m, tmp_path / "m")
+    back = load_model(Tiny, TinyConfig, tmp_path / "m")
+    assert back.config == m.config and not back.training
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
