@@ -4,14 +4,15 @@
 
 # %% ../nbs/99_cli.ipynb #bfa04078
 from __future__ import annotations
-import argparse, sys, time
+import argparse, datetime, sys, time
 from pathlib import Path
 import torch
 import argen_lit
-from .core import default_device
+from .core import InputError, atomic_path, check_number, default_device
 
 # %% auto #0
-__all__ = ['course_dir', 'find_notebooks', 'run_notebook', 'run_course', 'format_results', 'info', 'build_parser', 'main']
+__all__ = ['course_dir', 'find_notebooks', 'run_notebook', 'record_provenance', 'run_course', 'format_results', 'info',
+           'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #39aaffbd
 def course_dir() -> Path:
@@ -28,10 +29,11 @@ def find_notebooks(names=None, nbs: Path | None = None) -> list[Path]:
     if not names: return available
     found = []
     for name in names:
+        if not isinstance(name, str): raise InputError(f"notebook: expected a name or number as a str, got {name!r}")
         stem = Path(name).name.removesuffix(".ipynb")
         hits = [p for p in available if p.stem == stem or p.stem.split("_")[0] == stem]
         if len(hits) != 1:
-            raise ValueError(f"notebook: {name!r} matches {len(hits)} notebooks; choose from {[p.stem for p in available]}")
+            raise InputError(f"notebook: {name!r} matches {len(hits)} notebooks; choose from {[p.stem for p in available]}")
         found.append(hits[0])
     return found
 
@@ -44,11 +46,35 @@ def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800)
     pm.execute_notebook(str(path), str(out), parameters={"SMOKE": smoke}, kernel_name="python3",
                         language="python", cwd=str(path.parent), progress_bar=False,
                         execution_timeout=timeout, log_output=False)
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    record_provenance(out, path.stem, smoke, seconds)
+    return seconds
 
+def record_provenance(notebook: Path, stem: str, smoke: bool, seconds: float) -> None:
+    "Replace papermill's `injected-parameters` cell of an executed notebook by a markdown note of the run."
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    tags = lambda c: c.get("metadata", {}).get("tags", [])
+    if not any("injected-parameters" in tags(c) for c in nb.cells): return
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    note = nbformat.v4.new_markdown_cell(
+        f"*The outputs below come from `argen-lit course{'' if smoke else ' --full'} {stem.split('_')[0]}` "
+        f"(papermill set `SMOKE = {smoke}`), run on {date} with torch {torch.__version__} in {seconds:.0f} s. "
+        "Running the cells yourself starts the smoke recipe (`SMOKE = True` above); the full one is the command "
+        "just named.*", metadata={"tags": ["run-provenance"]})
+    keep = [c for c in nb.cells if not {"injected-parameters", "run-provenance"} & set(tags(c))]
+    params = next((i for i, c in enumerate(keep) if "parameters" in tags(c)), -1)
+    nb.cells = keep[:params + 1] + [note] + keep[params + 1:]
+    with atomic_path(notebook) as tmp: nbformat.write(nb, str(tmp))
+
+
+# %% ../nbs/99_cli.ipynb #83e0e434
 def run_course(names=None, full: bool = False, out_dir: str | Path = "runs/notebooks", in_place: bool = False,
                timeout: int = 1800) -> list[dict]:
     "Run notebooks in order, printing a line per notebook and a table at the end; returns one record each."
+    check_number(timeout, "timeout", low=1, integer=True)
+    if not in_place and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise InputError(f"out_dir: {str(out_dir)!r} is a file, expected a folder")
     paths, results = find_notebooks(names), []
     mode = "full" if full else "smoke"
     for p in paths:
@@ -67,6 +93,7 @@ def format_results(results: list[dict]) -> str:
     rows += [f"| {r['notebook']} | {r['mode']} | {r['seconds']:.1f} | {'ok' if r['ok'] else 'FAILED: ' + r['error']} |" for r in results]
     rows.append(f"| total | | {sum(r['seconds'] for r in results if r['ok']):.1f} | {sum(r['ok'] for r in results)}/{len(results)} ok |")
     return "\n".join(rows)
+
 
 # %% ../nbs/99_cli.ipynb #2f94bb56
 def info() -> str:
@@ -110,13 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 def main(argv=None) -> int:
-    "Entry point of the `argen-lit` console script."
+    """Entry point of the `argen-lit` console script. Bad input (an `InputError`: an argument, a file or a folder) is
+    reported on one line with exit status 2; any other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
+    try: return _run(args)
+    except InputError as e:
+        print(f"argen-lit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+def _run(args) -> int:
     if args.command == "info":
         print(info()); return 0
     if args.command == "leaderboard":
         from argen_lit.leaderboard import leaderboard_table, run_leaderboard  # imports every paradigm: only when asked
-        records = run_leaderboard(args.budget, args.paradigms or None, args.out_dir, args.device)
+        records = run_leaderboard(args.budget, args.paradigms, args.out_dir, args.device)
         print(leaderboard_table(records)); print(f"written to {Path(args.out_dir) / args.budget}")
         return 0
     results = run_course(args.notebooks, full=args.full, out_dir=args.out_dir, in_place=args.in_place, timeout=args.timeout)

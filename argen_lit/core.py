@@ -4,19 +4,44 @@
 
 # %% ../nbs/00_core.ipynb #8438b5c7
 from __future__ import annotations
-import contextlib, json, os, random
+import contextlib, json, math, numbers, os, random, shutil, tempfile, typing, uuid
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config',
-           'save_checkpoint', 'load_config', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device',
-           'train_loop', 'eval_mode', 'n_params', 'check_ids']
+__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'default_device',
+           'seed_everything', 'make_generator', 'autocast', 'Config', 'atomic_path', 'write_atomic', 'save_checkpoint',
+           'is_checkpoint', 'load_config', 'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle',
+           'to_device', 'train_loop', 'eval_mode', 'n_params', 'check_ids']
+
+# %% ../nbs/00_core.ipynb #82a27ca7
+class InputError(ValueError):
+    "Bad input from the caller (an argument, a file, a folder): the message names it and says what was expected."
+
+class InputTypeError(InputError, TypeError):
+    "An argument of the wrong type."
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    "A file or folder the caller named that is not there."
+
+def check_number(value, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+                 high_open: bool = False, integer: bool = False):
+    "`value` if it is a finite number (an int when `integer`) within [low, high] (open ends when `*_open`), else an InputError naming `name`."
+    kind = (numbers.Integral,) if integer else (numbers.Real,)
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise InputTypeError(f"{name}: expected {'an int' if integer else 'a number'}, got {type(value).__name__} {value!r}")
+    bounds = [f"{'>' if low_open else '>='} {low}" if low is not None else "", f"{'<' if high_open else '<='} {high}" if high is not None else ""]
+    bad = (not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
+           or (high is not None and (value >= high if high_open else value > high)))
+    if bad: raise InputError(f"{name}: expected a finite number {' and '.join(b for b in bounds if b)}".rstrip() + f", got {value!r}")
+    return value
+
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -25,11 +50,11 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if choice is not None:
         try: dev = torch.device(choice)
         except (RuntimeError, TypeError) as e:
-            raise ValueError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {choice!r}") from e
+            raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {choice!r}") from e
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device: {choice!r} was asked for but CUDA is not available here")
+            raise InputError(f"device: {choice!r} was asked for but CUDA is not available here")
         if dev.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device: {choice!r} was asked for but MPS is not available here")
+            raise InputError(f"device: {choice!r} was asked for but MPS is not available here")
         return dev
     if torch.cuda.is_available(): return torch.device("cuda")
     if torch.backends.mps.is_available(): return torch.device("mps")
@@ -42,8 +67,8 @@ def seed_everything(seed: int) -> None:
 
 def make_generator(seed: int | None = None, device: str | torch.device = "cpu") -> torch.Generator:
     "A `torch.Generator` on `device`, seeded with `seed` (a fresh random seed when None)."
-    if seed is not None and not isinstance(seed, int):
-        raise TypeError(f"seed: expected an int or None, got {type(seed).__name__}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise InputTypeError(f"seed: expected an int or None, got {type(seed).__name__}")
     g = torch.Generator(device=torch.device(device))
     if seed is None: g.seed()
     else: g.manual_seed(seed)
@@ -75,68 +100,160 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict):
-        "Build from a dict, refusing keys the config does not have."
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown: raise ValueError(f"config: {cls.__name__} has no field(s) {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        """Build from a dict (as read from config.json) holding every field with a value of the field's type; unknown,
+        missing or ill-typed fields are refused by name (a missing field would otherwise load with today's default,
+        which may not be what the checkpoint was trained with)."""
+        if not isinstance(d, dict): raise InputTypeError(f"config: expected a dict of fields, got {type(d).__name__}")
+        names, hints = [f.name for f in fields(cls)], typing.get_type_hints(cls)
+        unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
+        if unknown: raise InputError(f"config: {cls.__name__} has no field(s) {unknown}")
+        if missing: raise InputError(f"config: {cls.__name__} is missing field(s) {missing}; a checkpoint saved without "
+                                     "them cannot say how it was built (retrain it, or add the values it was trained with)")
+        values = {n: tuple(d[n]) if isinstance(d[n], list) else d[n] for n in names}
+        for n, v in values.items(): _check_field_type(cls, n, hints[n], v)
+        return cls(**values)
 
     def diff(self, other: "Config") -> dict:
         "Fields whose values differ: {name: (self's, other's)}."
         a, b = self.to_dict(), other.to_dict()
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
+_FIELD_TYPES = {int: numbers.Integral, float: numbers.Real, bool: bool, str: str, tuple: tuple, dict: dict}
+
+def _check_field_type(cls, name, hint, value):
+    "Refuse a config value whose JSON type does not match the field (a bool is not an int; a float must be finite)."
+    want = _FIELD_TYPES.get(typing.get_origin(hint) or hint)
+    ok = want is None or (isinstance(value, want) and not (want is not bool and isinstance(value, bool)))
+    if ok and want is numbers.Real: ok = math.isfinite(value)
+    if not ok: raise InputError(f"config: {cls.__name__}.{name} expected {hint.__name__}, got {value!r}")
+
+
+# %% ../nbs/00_core.ipynb #175d4075
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path` (same suffix) to write to; when the block ends without error, the file is
+    flushed and renamed over `path` in one step, so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    if path.is_dir(): raise InputError(f"path: {str(path)!r} is a folder, expected a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd); tmp = Path(tmp)
+    try:
+        yield tmp
+        _fsync(tmp); os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    "Write `data` (text as UTF-8) to `path` atomically (see `atomic_path`)."
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    return Path(path)
+
+
 # %% ../nbs/00_core.ipynb #fcdd5eea
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
 
 def save_checkpoint(model: nn.Module, directory: str | Path, config: Config | None = None,
                     meta: dict | None = None) -> Path:
-    "Save `model` as `directory/config.json` + `directory/model.safetensors`; `config` defaults to `model.config`."
+    """Save `model` as `directory/config.json` + `directory/model.safetensors`; `config` defaults to `model.config`.
+    The folder is written under a temporary name and renamed into place, so a kill never leaves half a checkpoint
+    (nor new weights beside an old config)."""
     config = config if config is not None else getattr(model, "config", None)
     if not isinstance(config, Config):
-        raise TypeError("config: pass a Config dataclass, or give the model a `.config` attribute")
-    d = Path(directory); d.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(d / WEIGHTS_FILE))
-    record = {"config_class": type(config).__name__, "config": config.to_dict(), "meta": meta or {}}
-    (d / CONFIG_FILE).write_text(json.dumps(record, indent=2))
+        raise InputTypeError("config: pass a Config dataclass, or give the model a `.config` attribute")
+    d = Path(directory)
+    if d.exists() and not d.is_dir(): raise InputError(f"directory: {str(d)!r} is a file, expected a checkpoint folder")
+    others = sorted(p.name for p in d.iterdir() if p.name not in (CONFIG_FILE, WEIGHTS_FILE)) if d.is_dir() else []
+    if others: raise InputError(f"directory: {str(d)!r} holds other files {others[:5]}; save into an empty or checkpoint folder")
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-", dir=d.parent))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        record = {"config_class": type(config).__name__, "config": config.to_dict(), "meta": meta or {}}
+        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2))
+        for name in (WEIGHTS_FILE, CONFIG_FILE): _fsync(tmp / name)
+        _swap_into_place(tmp, d)
+    finally: shutil.rmtree(tmp, ignore_errors=True)
     return d
 
+def _swap_into_place(new: Path, d: Path) -> None:
+    "Rename the folder `new` to `d`; an existing `d` is first renamed aside (restored by `_restore` after a kill)."
+    if not d.exists(): os.rename(new, d); return
+    old = d.parent / f".{d.name}.old-{uuid.uuid4().hex[:8]}"
+    os.rename(d, old); os.rename(new, d); shutil.rmtree(old, ignore_errors=True)
+
+def _restore(d: Path) -> None:
+    "After a kill between the two renames of `_swap_into_place`, put the previous checkpoint back under its name."
+    if d.exists(): return
+    olds = sorted(d.parent.glob(f".{d.name}.old-*"), key=lambda p: p.stat().st_mtime) if d.parent.is_dir() else []
+    if olds: os.rename(olds[-1], d)
+
+
+# %% ../nbs/00_core.ipynb #732c9797
+def is_checkpoint(directory: str | Path) -> bool:
+    "Whether `directory` holds a checkpoint (after putting back one that a kill left renamed aside)."
+    d = Path(directory); _restore(d)
+    return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
+
 def _read_record(directory: str | Path) -> dict:
+    "The checkpoint's config.json, checked: both files present, valid JSON, the three keys `save_checkpoint` writes."
     d = Path(directory)
+    if d.exists() and not d.is_dir(): raise InputError(f"directory: {str(d)!r} is a file, expected a checkpoint folder")
+    _restore(d)
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (d / name).is_file():
-            raise FileNotFoundError(f"directory: {str(d)!r} has no {name} (is it a checkpoint folder?)")
-    return json.loads((d / CONFIG_FILE).read_text())
+            raise InputNotFoundError(f"directory: {str(d)!r} has no {name} (is it a checkpoint folder?)")
+    path = d / CONFIG_FILE
+    try: rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rec, dict) or not {"config_class", "config", "meta"} <= set(rec):
+        raise InputError(f"{path}: expected the keys config_class, config and meta (as save_checkpoint writes them)")
+    return rec
 
 def load_config(directory: str | Path, config_cls: type[Config]) -> Config:
     "Read the config stored in a checkpoint folder as an instance of `config_cls`."
     rec = _read_record(directory)
     if rec["config_class"] != config_cls.__name__:
-        raise ValueError(f"config_cls: the checkpoint holds a {rec['config_class']}, not a {config_cls.__name__}")
-    return config_cls.from_dict(rec["config"])
+        raise InputError(f"config_cls: the checkpoint holds a {rec['config_class']}, not a {config_cls.__name__}")
+    try: return config_cls.from_dict(rec["config"])
+    except InputError as e: raise InputError(f"{Path(directory) / CONFIG_FILE}: {e}") from None
 
+def read_meta(directory: str | Path) -> dict:
+    "The `meta` dict saved with a checkpoint (training seconds, recipe, ...)."
+    return _read_record(directory)["meta"]
+
+
+# %% ../nbs/00_core.ipynb #b933c8d2
 def load_checkpoint(model: nn.Module, directory: str | Path) -> nn.Module:
-    "Load a checkpoint folder into `model`, refusing a different config or mismatched tensor names/shapes."
-    _read_record(directory)  # both files present, or a clear error
+    "Load a checkpoint folder into `model`, refusing a different config or mismatched tensor names/shapes/dtypes."
+    _read_record(directory)  # both files present and readable, or a clear error
     config = getattr(model, "config", None)
     if isinstance(config, Config):
         saved = load_config(directory, type(config))
         if saved != config:
-            raise ValueError(f"config differs from the checkpoint's (field: (model, checkpoint)): {config.diff(saved)}")
-    state = load_file(str(Path(directory) / WEIGHTS_FILE))
+            raise InputError(f"config differs from the checkpoint's (field: (model, checkpoint)): {config.diff(saved)}")
+    path = Path(directory) / WEIGHTS_FILE
+    try: state = load_file(str(path))
+    except (SafetensorError, OSError) as e: raise InputError(f"{path}: not a readable safetensors file ({e})") from None
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     shapes = {k: (tuple(own[k].shape), tuple(state[k].shape)) for k in set(own) & set(state) if own[k].shape != state[k].shape}
-    if missing or unexpected or shapes:
-        raise ValueError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}, "
-                         f"shape (model, checkpoint) {shapes}")
+    dtypes = {k: (str(own[k].dtype), str(state[k].dtype)) for k in set(own) & set(state) if own[k].dtype != state[k].dtype}
+    if missing or unexpected or shapes or dtypes:
+        raise InputError(f"{path} does not fit the model: missing {missing}, unexpected {unexpected}, "
+                         f"shape (model, checkpoint) {shapes}, dtype (model, checkpoint) {dtypes}")
     model.load_state_dict(state)
     return model
 
 def load_model(build, config_cls: type[Config], directory: str | Path, device=None) -> nn.Module:
     "A model from a checkpoint folder: `build(config)` with the stored `config_cls`, its weights loaded, on `device`, in eval mode."
     return load_checkpoint(build(load_config(directory, config_cls)), directory).to(device or "cpu").eval()
+
 
 # %% ../nbs/00_core.ipynb #3fc688ed
 def progress(iterable=None, desc: str | None = None, total: int | None = None, disable: bool | None = None, **kw):

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_eval.ipynb #71fe664b
 from __future__ import annotations
-import datetime, json, math, statistics, time
+import datetime, json, math, statistics, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -14,10 +14,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 import torch_fidelity
+from safetensors.torch import load_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from .core import (Config, check_ids, default_device, eval_mode, load_checkpoint, load_config, make_generator,
-                            save_checkpoint, train_loop)
+from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_number, default_device,
+                            eval_mode, load_checkpoint, load_config, make_generator, read_meta, save_checkpoint,
+                            train_loop, write_atomic)
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
@@ -95,9 +97,10 @@ def save_classifier(model: DigitClassifier, test_accuracy: float, directory: str
 
 def shipped_accuracy(directory: str | Path | None = None) -> float:
     "Test accuracy recorded with a classifier checkpoint."
-    d = Path(directory or shipped_classifier_dir())
-    if not (d / "config.json").is_file(): raise FileNotFoundError(f"directory: no classifier checkpoint in {str(d)!r}")
-    return json.loads((d / "config.json").read_text())["meta"]["test_accuracy"]
+    meta = read_meta(directory or shipped_classifier_dir())
+    if not isinstance(meta.get("test_accuracy"), float):
+        raise InputError(f"directory: the checkpoint in {str(directory)!r} records no test_accuracy (not a classifier?)")
+    return meta["test_accuracy"]
 
 def load_classifier(directory: str | Path | None = None, device=None) -> DigitClassifier:
     "The classifier from a checkpoint folder (default: the shipped one), frozen, in eval mode, on `device`."
@@ -163,6 +166,25 @@ class ImageSet(Dataset):
         x = self.images[i]
         return x.expand(self.channels, -1, -1).contiguous() if self.channels != x.shape[0] else x
 
+# %% ../nbs/03_eval.ipynb #78b2889b
+def _plain_tensor_file(path: str | Path, copy: Path) -> str:
+    """Read Inception weights from `path` (safetensors, or a torch file loaded with `weights_only=True`) and write the
+    tensors to `copy`: torch-fidelity unpickles its weights file without restriction, so it only ever gets our copy,
+    which holds nothing but tensors. A file that needs arbitrary unpickling is refused before anything of it runs."""
+    p = Path(path)
+    if not p.is_file(): raise InputNotFoundError(f"inception_weights: no file at {str(p)!r}")
+    try:
+        if p.suffix == ".safetensors": state = load_file(str(p))
+        else: state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError for a pickle that names anything but tensors; SafetensorError; a corrupt zip
+        raise InputError(f"inception_weights: {str(p)!r} is not a plain tensor file ({type(e).__name__}); argen_lit loads "
+                         "only safetensors or torch files readable with weights_only=True") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise InputError(f"inception_weights: {str(p)!r} does not hold a state dict (names -> tensors)")
+    torch.save(state, copy)
+    return str(copy)
+
+
 # %% ../nbs/03_eval.ipynb #aae74a2f
 def _reference_images(reference) -> torch.Tensor:
     if isinstance(reference, str):
@@ -188,18 +210,18 @@ def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None
         check_ids(labels, "labels", 10)
         if len(labels) != len(x): raise ValueError(f"labels: {len(labels)} labels for {len(x)} samples")
     dev = default_device(device)
-    if inception_weights is not None:
-        if not Path(inception_weights).is_file():
-            raise FileNotFoundError(f"inception_weights: no file at {str(inception_weights)!r}")
-        extractor, layer, channels = "inception-v3-compat", "2048", 3
-    else:
-        extractor, layer, channels = register_extractor(), "features", 1
-    m = torch_fidelity.calculate_metrics(
-        input1=ImageSet(x, channels), input2=ImageSet(ref, channels), fid=True, kid=True, prc=True,
-        feature_extractor=extractor, feature_layer_fid=layer, feature_layer_kid=layer, feature_layer_prc=layer,
-        feature_extractor_weights_path=str(inception_weights) if inception_weights else None,
-        cuda=dev.type == "cuda", save_cpu_ram=True, cache=False, batch_size=batch_size,
-        kid_subset_size=kid_subset_size, prc_neighborhood=prc_neighborhood, verbose=verbose)
+    check_number(batch_size, "batch_size", low=1, integer=True); check_number(prc_neighborhood, "prc_neighborhood", low=1, integer=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        if inception_weights is not None:
+            weights = _plain_tensor_file(inception_weights, Path(tmp) / "inception.pt")
+            extractor, layer, channels = "inception-v3-compat", "2048", 3
+        else:
+            weights, (extractor, layer, channels) = None, (register_extractor(), "features", 1)
+        m = torch_fidelity.calculate_metrics(
+            input1=ImageSet(x, channels), input2=ImageSet(ref, channels), fid=True, kid=True, prc=True,
+            feature_extractor=extractor, feature_layer_fid=layer, feature_layer_kid=layer, feature_layer_prc=layer,
+            feature_extractor_weights_path=weights, cuda=dev.type == "cuda", save_cpu_ram=True, cache=False,
+            batch_size=batch_size, kid_subset_size=kid_subset_size, prc_neighborhood=prc_neighborhood, verbose=verbose)
     out = {"fid": m["frechet_inception_distance"], "kid_mean": m["kernel_inception_distance_mean"],
            "kid_std": m["kernel_inception_distance_std"], "precision": m["precision"], "recall": m["recall"],
            "class_accuracy": None, "n_samples": len(x), "n_reference": len(ref)}
@@ -301,15 +323,25 @@ def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None,
     rec = {"paradigm": paradigm, "budget": budget, "note": note, "config": config or {}, "metrics": metrics,
            "device": str(device or default_device()), "torch": torch.__version__, "seconds": seconds,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if path is not None:
-        p = Path(path); p.parent.mkdir(parents=True, exist_ok=True)
-        with p.open("a") as f: f.write(json.dumps(rec) + "\n")
+    if not isinstance(paradigm, str) or not paradigm: raise InputError(f"paradigm: expected a non-empty str, got {paradigm!r}")
+    if not isinstance(metrics, dict): raise InputTypeError(f"metrics: expected a dict, got {type(metrics).__name__}")
+    if path is not None:  # the file is rewritten whole and renamed into place: a kill leaves the old records or the new
+        write_atomic(path, "".join(json.dumps(r) + "\n" for r in [*read_records(path), rec]))
     return rec
 
 def read_records(path: str | Path, latest: bool = False) -> list[dict]:
     "The records of a JSON-lines file (none if it does not exist yet); with `latest`, only the last one per paradigm."
     p = Path(path)
-    records = [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.exists() else []
+    if not p.exists(): return []
+    if not p.is_file(): raise InputError(f"path: {str(p)!r} is a folder, expected a records file")
+    records = []
+    for i, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except json.JSONDecodeError as e: raise InputError(f"{p}:{i}: not a JSON record ({e.msg}); repair or remove that line") from None
+        if not isinstance(r, dict) or not isinstance(r.get("paradigm"), str) or not isinstance(r.get("metrics"), dict):
+            raise InputError(f"{p}:{i}: a record needs a 'paradigm' name and a 'metrics' dict")
+        records.append(r)
     return list({r["paradigm"]: r for r in records}.values()) if latest else records
 
 def format_metric(key: str, v) -> str:

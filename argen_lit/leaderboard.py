@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from .codec import fit_bytes
-from .core import default_device, make_generator, n_params, progress
+from .core import InputError, atomic_path, default_device, make_generator, n_params, progress, write_atomic
 from .data import image_grid
 from .eval import count_forward_passes, evaluate, leaderboard_record, read_records, records_table
 from .flow_heads import fit_flow
@@ -47,7 +47,8 @@ def measure(name: str, c: Contender, budget: Budget, run: Path, device) -> dict:
                "images_per_s": len(images) / seconds, "parameters": sum(n_params(x) for x in c.modules),
                "train_seconds": c.train_seconds}
     per_digit = budget.n_samples // 10
-    np.save(run / f"samples_{name}.npy", images[::per_digit][:10].numpy(), allow_pickle=False)
+    with atomic_path(run / f"samples_{name}.npy") as tmp:  # written before the record: a record implies its samples
+        np.save(tmp, images[::per_digit][:10].numpy(), allow_pickle=False)
     return leaderboard_record(name, metrics, device=device, seconds=seconds, path=run / "records.jsonl", note=c.note,
                               budget=budget.name)
 
@@ -63,28 +64,54 @@ def save_figure(records: list[dict], run: Path) -> Path:
     recs = sorted(records, key=lambda r: r["metrics"]["fid"])
     fig, axes = plt.subplots(len(recs), 1, figsize=(6, 0.75 * len(recs) + 0.3), squeeze=False)
     for ax, r in zip(axes[:, 0], recs):
-        ax.imshow(image_grid(torch.from_numpy(np.load(run / f"samples_{r['paradigm']}.npy")), nrow=10)[0].numpy(), cmap="gray")
+        samples = np.load(run / f"samples_{r['paradigm']}.npy", allow_pickle=False)
+        ax.imshow(image_grid(torch.from_numpy(samples), nrow=10)[0].numpy(), cmap="gray")
         ax.set_xticks([]); ax.set_yticks([]); ax.set_ylabel(r["paradigm"], rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle(f"one sample per digit, budget {recs[0]['budget']}", fontsize=9); fig.tight_layout()
-    fig.savefig(run / "samples.png", dpi=120); plt.close(fig)
+    with atomic_path(run / "samples.png") as tmp: fig.savefig(tmp, dpi=120)
+    plt.close(fig)
     return run / "samples.png"
+
+# %% ../nbs/90_leaderboard.ipynb #d7987c34
+def _check_paradigms(paradigms) -> list[str]:
+    "The names asked for, each a registered paradigm, at least one, none twice."
+    if isinstance(paradigms, str) or not all(isinstance(n, str) for n in paradigms):
+        raise InputError(f"paradigms: expected a list of names, got {paradigms!r}")
+    names, unknown = list(paradigms), [n for n in paradigms if n not in PARADIGMS]
+    if unknown: raise InputError(f"paradigms: unknown {unknown}; expected some of {tuple(PARADIGMS)}")
+    if not names: raise InputError(f"paradigms: name at least one of {tuple(PARADIGMS)} (or pass None for all)")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice: raise InputError(f"paradigms: {twice} named more than once")
+    return names
+
+def _run_folder(out_dir: str | Path, b: Budget) -> Path:
+    "`out_dir/<budget>`, created, and stamped with the budget; a folder stamped with other settings is refused."
+    run = Path(out_dir) / b.name
+    try: run.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError): raise InputError(f"out_dir: {str(out_dir)!r} is a file, expected a folder") from None
+    except PermissionError: raise InputError(f"out_dir: cannot write under {str(out_dir)!r} (permission denied)") from None
+    stamp = run / "budget.json"  # a folder belongs to one budget: resuming under changed settings would mix them
+    if stamp.exists():
+        try: made = json.loads(stamp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise InputError(f"{stamp}: not valid JSON ({e}); remove it") from None
+        defaults = {f.name: f.default for f in fields(Budget) if f.default is not MISSING}  # fields newer than a stamp
+        if not isinstance(made, dict) or {**defaults, **made} != asdict(b):
+            raise InputError(f"budget: {run} was made with {made}, not {asdict(b)}; remove it or pick another out_dir")
+    try: write_atomic(stamp, json.dumps(asdict(b)))
+    except PermissionError: raise InputError(f"out_dir: cannot write under {str(out_dir)!r} (permission denied)") from None
+    return run
+
 
 # %% ../nbs/90_leaderboard.ipynb #b1646bd0
 def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str | Path = "runs/leaderboard",
                     device=None) -> list[dict]:
-    "Train or load, sample and score each paradigm under one budget; returns the records (also written to disk)."
+    """Train or load, sample and score each of `paradigms` (default: all) under one budget, skipping those already
+    measured in the folder. Returns every record in the folder, which the table and figure also show."""
     b, dev = get_budget(budget), default_device(device)
-    names = list(PARADIGMS) if paradigms is None else list(paradigms)
-    unknown = [n for n in names if n not in PARADIGMS]
-    if unknown: raise ValueError(f"paradigms: unknown {unknown}; expected some of {tuple(PARADIGMS)}")
-    if b.n_samples % 10 or b.n_samples < 20: raise ValueError(f"budget: n_samples must be a multiple of 10, >= 20; got {b.n_samples}")
-    run = Path(out_dir) / b.name; run.mkdir(parents=True, exist_ok=True)
-    stamp = run / "budget.json"  # a folder belongs to one budget: resuming under changed settings would mix them
-    defaults = {f.name: f.default for f in fields(Budget) if f.default is not MISSING}  # fields newer than a stamp
-    if stamp.exists() and {**defaults, **json.loads(stamp.read_text())} != asdict(b):
-        raise ValueError(f"budget: {run} was made with {stamp.read_text()}, not {asdict(b)}; remove it or pick out_dir")
-    stamp.write_text(json.dumps(asdict(b)))
-    done = {r["paradigm"]: r for r in read_leaderboard(run)}
+    names = list(PARADIGMS) if paradigms is None else _check_paradigms(paradigms)
+    if b.n_samples < 20: raise InputError(f"budget: n_samples must be at least 20 for KID and precision/recall, got {b.n_samples}")
+    run = _run_folder(out_dir, b)
+    done = {r["paradigm"]: r for r in read_leaderboard(run) if (run / f"samples_{r['paradigm']}.npy").is_file()}
     data = None
     for name in names:
         if name in done: print(f"{name}: already measured in {run}, skipped"); continue
@@ -93,11 +120,12 @@ def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str
         done[name] = measure(name, PARADIGMS[name](b, data, run, dev), b, run, dev)
         m = done[name]["metrics"]
         print(f"{name}: FID {m['fid']:.2f}, class accuracy {100 * m['class_accuracy']:.1f}% ({time.time() - t0:.0f}s)")
-    records = [done[n] for n in names]
-    (run / "leaderboard.md").write_text(f"Budget `{b.name}`: {json.dumps(asdict(b))}\n\n" + leaderboard_table(records) + "\n")
+    records = [done[n] for n in PARADIGMS if n in done]  # a subset run keeps the rows measured before
+    write_atomic(run / "leaderboard.md", f"Budget `{b.name}`: {json.dumps(asdict(b))}\n\n" + leaderboard_table(records) + "\n")
     if records: save_figure(records, run)
     return records
 
 def read_leaderboard(run: str | Path) -> list[dict]:
     "The records in a leaderboard folder (the last one per paradigm)."
     return read_records(Path(run) / "records.jsonl", latest=True)
+

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-from .core import CONFIG_FILE, save_checkpoint, seed_everything
+from .core import InputError, check_number, is_checkpoint, read_meta, save_checkpoint, seed_everything
 from .data import augment_digits, load_mnist5k
 from .transformer import TransformerConfig
 
@@ -35,6 +35,12 @@ class Budget:
     sample_batch: int = 500   # images per sampling call (the images/s column is measured at this batch)
     tok_channels: int = 32    # conv width of the tokenizers
 
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name: raise InputError(f"name: expected a non-empty str, got {self.name!r}")
+        for f in ("n_samples", "tok_steps", "steps", "batch", "width", "depth", "aug_copies", "head_width", "sample_batch", "tok_channels"):
+            check_number(getattr(self, f), f, low=1, integer=True)
+        if self.n_samples % 10: raise InputError(f"n_samples: expected a multiple of 10 (one share per digit), got {self.n_samples}")
+
     def recipe(self, *fields: str) -> dict:
         "The values of `fields` (default: `PRIOR_FIELDS`): what a checkpoint trained under this budget depends on."
         return {f: getattr(self, f) for f in fields or PRIOR_FIELDS}
@@ -52,7 +58,7 @@ BUDGETS = {
 def get_budget(budget: str | Budget) -> Budget:
     "A registered budget by name, or the given `Budget`."
     if isinstance(budget, Budget): return budget
-    if budget not in BUDGETS: raise ValueError(f"budget: expected one of {tuple(BUDGETS)}, got {budget!r}")
+    if budget not in BUDGETS: raise InputError(f"budget: expected one of {tuple(BUDGETS)}, got {budget!r}")
     return BUDGETS[budget]
 
 # %% ../nbs/04_recipes.ipynb #9264c286
@@ -74,10 +80,10 @@ def train_or_load(directory: str | Path, build: Callable[[], nn.Module], fit: Ca
     Returns the model in eval mode and its training seconds. `recipe` (JSON-able) is saved with the model, and a
     folder saved under a different recipe is refused (one saved without a recipe, by an earlier version, is loaded)."""
     directory, recipe = Path(directory), json.loads(json.dumps(recipe or {}))  # as JSON would read it back
-    if (directory / CONFIG_FILE).is_file():
-        meta = json.loads((directory / CONFIG_FILE).read_text()).get("meta", {})
+    if is_checkpoint(directory):
+        meta = read_meta(directory)
         if meta.get("recipe", recipe) != recipe:
-            raise ValueError(f"recipe: {directory} was trained with {meta['recipe']}, not {recipe}; "
+            raise InputError(f"recipe: {directory} was trained with {meta['recipe']}, not {recipe}; "
                              "remove the folder to retrain, or pick another")
         return load(directory).to(device).eval(), float(meta.get("train_seconds", 0.0))
     seed_everything(0)

@@ -1,0 +1,107 @@
+"""A stand-in for a process that is killed while writing: run a tiny leaderboard (or overwrite a checkpoint) and die
+with `os._exit` -- no `finally`, no cleanup, exactly what SIGKILL leaves -- just before write point KILL_AT.
+
+Write points are the calls that put bytes on disk or move them into place: `os.replace`, `os.rename`, `os.fsync`,
+safetensors' `save_file`, `Path.write_text`/`write_bytes`. With TORN=1 a `write_*` point writes half its data first.
+Run as a script by tests/test_faults.py; imported by it for the same toy paradigm in-process.
+
+    python tests/fault_writer.py leaderboard OUT_DIR      # KILL_AT=k (0: never), LIST_POINTS=1 prints them
+    python tests/fault_writer.py overwrite CKPT_DIR
+"""
+import os, pathlib, sys
+from dataclasses import dataclass
+import torch
+from torch import nn
+
+
+def toy_parts():
+    "A one-layer 'generator' of digits with a real checkpoint, trained for a few steps by the course's loop."
+    from argen_lit.core import Config, load_model, train_loop
+    from argen_lit.recipes import Contender, train_or_load
+
+    @dataclass
+    class ToyConfig(Config):
+        width: int = 16  # hidden units
+
+    class Toy(nn.Module):
+        def __init__(self, config: ToyConfig):
+            super().__init__(); self.config = config
+            self.net = nn.Sequential(nn.Linear(10 + config.width, config.width), nn.Tanh(), nn.Linear(config.width, 784))
+        def forward(self, onehot, z): return self.net(torch.cat([onehot, z], 1))
+
+    def fit_toy(b, data, run, device):
+        x = data.xtr[:64].flatten(1).float() / 255; y = torch.nn.functional.one_hot(data.ytr[:64], 10).float()
+        def batches():
+            g = torch.Generator().manual_seed(0)
+            while True: yield y, torch.randn(64, 16, generator=g), x
+        loss = lambda m, batch: ((m(batch[0], batch[1]).sigmoid() - batch[2]) ** 2).mean()
+        model, secs = train_or_load(run / "toy", lambda: Toy(ToyConfig()), lambda m: train_loop(m, batches(), loss, 5, 1e-2),
+                                    lambda d: load_model(Toy, ToyConfig, d), device, recipe=b.recipe("steps"))
+        def sample(labels, g):
+            z = torch.randn(len(labels), 16, generator=g, device=labels.device)
+            with torch.no_grad(): out = model(nn.functional.one_hot(labels, 10).float(), z).sigmoid()
+            return (out * 255).round().to(torch.uint8).view(-1, 1, 28, 28)
+        return Contender(sample, model, [model], secs, note="toy")
+
+    def fake_evaluate(images, labels, device=None):  # deterministic numbers of the images, in a fraction of a second
+        f = images.float() / 255
+        return {"fid": f.mean().item(), "precision": f.std().item(), "recall": 0.5, "class_accuracy": 0.1}
+
+    return ToyConfig, Toy, fit_toy, fake_evaluate
+
+
+def install_kill_points(kill_at: int, torn: bool, list_points: bool) -> None:
+    import argen_lit.core as core
+    count = [0]
+    def reached(label):
+        count[0] += 1
+        if list_points: print("POINT", count[0], label, flush=True)
+        return count[0] == kill_at
+    def wrap(owner, name):
+        orig = getattr(owner, name)
+        def f(*a, **k):
+            if reached(name): os._exit(137)
+            return orig(*a, **k)
+        setattr(owner, name, f)
+    def wrap_write(name):
+        orig = getattr(pathlib.Path, name)
+        def f(self, data, *a, **k):
+            if reached(f"{name} {self.name}"):
+                if torn: orig(self, data[: len(data) // 2], *a, **k)
+                os._exit(137)
+            return orig(self, data, *a, **k)
+        setattr(pathlib.Path, name, f)
+    for name in ("replace", "rename", "fsync"): wrap(os, name)
+    wrap(core, "save_file")
+    for name in ("write_text", "write_bytes"): wrap_write(name)
+
+
+def toy_leaderboard_patches() -> dict:
+    "What `argen_lit.leaderboard` gets in place of its paradigms, data and scores, for a run of a few seconds."
+    from argen_lit.recipes import Data
+    _, _, fit_toy, fake_evaluate = toy_parts()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(64) % 10
+    return {"PARADIGMS": {"toy": fit_toy}, "evaluate": fake_evaluate, "load_data": lambda b: Data(x, y, x, y, x, y)}
+
+
+def run_toy_leaderboard(out_dir):
+    import argen_lit.leaderboard as lb
+    for name, value in toy_leaderboard_patches().items(): setattr(lb, name, value)
+    return lb.run_leaderboard("smoke", None, out_dir, "cpu")
+
+
+def overwrite_checkpoint(directory, seed: int):
+    from argen_lit.core import save_checkpoint
+    ToyConfig, Toy, _, _ = toy_parts()
+    torch.manual_seed(seed)
+    save_checkpoint(Toy(ToyConfig()), directory, meta={"seed": seed})
+
+
+if __name__ == "__main__":
+    what, target = sys.argv[1], sys.argv[2]
+    if what == "overwrite": overwrite_checkpoint(target, 0)  # the previous state, written before any kill point
+    install_kill_points(int(os.environ.get("KILL_AT", "0")), os.environ.get("TORN") == "1", bool(os.environ.get("LIST_POINTS")))
+    if what == "leaderboard": run_toy_leaderboard(target)
+    else: overwrite_checkpoint(target, 1)
+    print("FINISHED", flush=True)
