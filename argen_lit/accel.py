@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .core import eval_mode
+from .core import check_number, eval_mode
 from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
 
 # %% auto #0
@@ -33,15 +33,15 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     neighbour counts only if the model gives it a probability within `group_gap` of the guess's; with `group_rank`,
     only if its rank under the model is within `group_rank` places of the guess's). `stats`, if given,
     gets 'passes' and 'tokens_per_pass'."""
-    if not isinstance(window, int) or window < 1: raise ValueError(f"window: expected an int >= 1, got {window!r}")
-    if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
+    check_number(window, "window", low=1, integer=True)
+    check_number(n_tokens, "n_tokens", low=1, integer=True)
     c, dev = model.config, next(model.parameters()).device
     if n_tokens + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {n_tokens} + the class token exceed max_seq_len {c.max_seq_len}")
     V, B = c.vocab_size, len(labels)
     if groups is not None and (groups.ndim != 2 or len(groups) != V):
         raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
-    if group_gap is not None and (groups is None or not group_gap > 0):
-        raise ValueError(f"group_gap: expected a probability gap > 0 together with groups, got {group_gap!r}")
+    if group_gap is not None: check_number(group_gap, "group_gap", low=0, low_open=True)
+    if group_gap is not None and groups is None: raise ValueError("group_gap: a probability gap needs groups as well")
     if group_rank is not None and (groups is None or not isinstance(group_rank, int) or group_rank < 0):
         raise ValueError(f"group_rank: expected an int >= 0 together with groups, got {group_rank!r}")
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
@@ -102,9 +102,9 @@ class StaticDecoder:
         c, dev = model.config, next(model.parameters()).device
         if mode not in DECODE_MODES: raise ValueError(f"mode: expected one of {DECODE_MODES}, got {mode!r}")
         if mode == "cuda-graph" and dev.type != "cuda": raise ValueError("mode: 'cuda-graph' needs the model on a CUDA device")
-        if n_tokens < 1 or n_tokens + 1 > c.max_seq_len:
-            raise ValueError(f"n_tokens: expected 1..{c.max_seq_len - 1} (max_seq_len {c.max_seq_len}), got {n_tokens}")
-        if cfg_scale < 0 or temperature < 0: raise ValueError(f"cfg_scale/temperature: expected >= 0, got {cfg_scale}/{temperature}")
+        check_number(n_tokens, "n_tokens", low=1, high=c.max_seq_len - 1, integer=True)  # the class token takes a place
+        check_number(batch_size, "batch_size", low=1, integer=True)
+        check_number(cfg_scale, "cfg_scale", low=0); check_number(temperature, "temperature", low=0)
         self.model, self.B, self.n_tokens, self.mode = model, batch_size, n_tokens, mode
         self.temperature = temperature
         self.cfg = Guidance(torch.zeros(batch_size, dtype=torch.long), c.null_class, cfg_scale)  # mixing; `sample` labels

@@ -31,15 +31,16 @@ class InputNotFoundError(InputError, FileNotFoundError):
     "A file or folder the caller named that is not there."
 
 def check_number(value, name: str, *, low: float | None = None, high: float | None = None, low_open: bool = False,
-                 high_open: bool = False, integer: bool = False):
-    "`value` if it is a finite number (an int when `integer`) within [low, high] (open ends when `*_open`), else an InputError naming `name`."
+                 high_open: bool = False, integer: bool = False, allow_inf: bool = False):
+    """`value` if it is a finite number (an int when `integer`; +-inf too when `allow_inf`) within [low, high] (open ends
+    when `*_open`), else an InputError naming `name`. NaN is always refused."""
     kind = (numbers.Integral,) if integer else (numbers.Real,)
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InputTypeError(f"{name}: expected {'an int' if integer else 'a number'}, got {type(value).__name__} {value!r}")
     bounds = [f"{'>' if low_open else '>='} {low}" if low is not None else "", f"{'<' if high_open else '<='} {high}" if high is not None else ""]
-    bad = (not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low))
+    bad = (math.isnan(value) or (math.isinf(value) and not allow_inf) or (low is not None and (value <= low if low_open else value < low))
            or (high is not None and (value >= high if high_open else value > high)))
-    if bad: raise InputError(f"{name}: expected a finite number {' and '.join(b for b in bounds if b)}".rstrip() + f", got {value!r}")
+    if bad: raise InputError(f"{name}: expected a {'' if allow_inf else 'finite '}number {' and '.join(b for b in bounds if b)}".rstrip() + f", got {value!r}")
     return value
 
 

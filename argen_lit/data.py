@@ -4,14 +4,14 @@
 
 # %% ../nbs/01_data.ipynb #e6fbb9d8
 from __future__ import annotations
-import functools, io
+import functools, io, pickle
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
-from .core import check_ids, make_generator
+from .core import InputError, InputNotFoundError, InputTypeError, check_ids, check_number, make_generator
 
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
@@ -112,6 +112,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     import torchvision.datasets as tvd
     if name not in TORCHVISION_SETS: raise ValueError(f"name: expected one of {TORCHVISION_SETS}, got {name!r}")
     if split not in ("train", "test"): raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if name.startswith("CIFAR"): return _load_cifar(getattr(tvd, name), root, split, download)
     kw = {"split": split} if name == "SVHN" else {"train": split == "train"}
     if name == "EMNIST": kw["split"] = "digits"
     try: ds = getattr(tvd, name)(str(root), download=download, **kw)
@@ -122,6 +123,34 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     elif data.shape[-1] == 3: data = data.permute(0, 3, 1, 2)  # CIFAR stores NHWC
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+# %% ../nbs/01_data.ipynb #414b0472
+class _ArrayUnpickler(pickle.Unpickler):
+    "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
+    SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+            ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+    def find_class(self, module, name):
+        if (module, name) in self.SAFE: return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays and lists")
+
+def _load_cifar(cls, root: str | Path, split: str, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10/100 from torchvision's files, read without torchvision's unrestricted `pickle.load` (a crafted batch
+    file would run code): `cls` gives the folder, file names, checksums and URL."""
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive
+    if download: download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    xs, ys = [], []
+    for fname, md5 in cls.train_list if split == "train" else cls.test_list:
+        p = Path(root) / cls.base_folder / fname
+        if not p.is_file():
+            raise InputNotFoundError(f"root: {cls.__name__} not found under {str(root)!r} (no {p}); pass download=True to fetch it")
+        if not check_integrity(str(p), md5): raise InputError(f"root: {p} does not match its published checksum")
+        try:
+            with p.open("rb") as f: batch = _ArrayUnpickler(f, encoding="latin1").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as e: raise InputError(f"root: {p} is not a CIFAR batch ({e})") from None
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys += list(batch["labels"] if "labels" in batch else batch["fine_labels"])
+    return torch.from_numpy(np.concatenate(xs)), torch.tensor(ys, dtype=torch.int64)
+
 
 # %% ../nbs/01_data.ipynb #9fa8dff1
 def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2, scale: float = 0.1, shift: float = 0.15):
@@ -138,7 +167,9 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2,
 
 def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     "The uint8 `images` followed by `copies - 1` randomly rotated, scaled and shifted versions, with their labels."
-    if copies < 1: raise ValueError(f"copies: expected >= 1, got {copies}")
+    check_number(copies, "copies", low=1, integer=True)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise InputTypeError(f"images: expected a uint8 tensor (0..255), got {getattr(images, 'dtype', type(images).__name__)}")
     if len(labels) != len(images): raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
     g = make_generator(seed)
     extra = [random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8) for _ in range(copies - 1)]
@@ -158,7 +189,7 @@ class TensorImages(Dataset):
 def make_loader(images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 128,
                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
     "A DataLoader over in-memory tensors; `seed` fixes the shuffling order."
-    if batch_size < 1: raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+    check_number(batch_size, "batch_size", low=1, integer=True)
     return DataLoader(TensorImages(images, labels), batch_size=batch_size, shuffle=shuffle,
                       generator=make_generator(seed) if shuffle else None, drop_last=drop_last)
 

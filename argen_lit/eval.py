@@ -263,7 +263,7 @@ def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool =
     """Time samplers {name: (sample_fn(n) -> images, module)} on batches of `n_images`, interleaved over `rounds`.
     Returns one row per sampler: images_per_s (median), forward_passes_per_image, speedup over the first sampler."""
     if not samplers: raise ValueError("samplers: give at least one {name: (sample_fn, module)}")
-    if n_images < 1 or rounds < 1: raise ValueError(f"n_images/rounds: expected >= 1, got {n_images}/{rounds}")
+    check_number(n_images, "n_images", low=1, integer=True); check_number(rounds, "rounds", low=1, integer=True)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     if warmup:
@@ -306,6 +306,7 @@ def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
 
 def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) -> tuple[float, float]:
     "True-positive rate of scores `marked` at the threshold that at most `fpr` of `unmarked` scores exceed; (tpr, threshold)."
+    check_number(fpr, "fpr", low=0, low_open=True, high=1, high_open=True)
     if len(unmarked) < math.ceil(1 / fpr): raise ValueError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
     thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
     return (marked > thr).float().mean().item(), thr

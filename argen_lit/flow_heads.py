@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, eval_mode, load_model, train_loop
+from .core import Config, check_number, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
@@ -155,7 +155,7 @@ class FlowHead(nn.Module):
 def flow_loss(head, x: torch.Tensor, z: torch.Tensor, draws: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flow matching: x_t = t x + (1 - t) eps with t ~ U[0, 1], loss ||head(x_t, t, z) - (x - eps)||^2 averaged,
     each token (N, C) trained with `draws` noise draws (MAR uses 4). `head` is any callable (x_t, t, z) -> v."""
-    if draws < 1: raise ValueError(f"draws: expected >= 1, got {draws}")
+    check_number(draws, "draws", low=1, integer=True)
     x, z = x.repeat(draws, 1), z.repeat(draws, 1)
     t = torch.rand(len(x), 1, device=x.device, generator=generator)
     eps = torch.randn(x.shape, device=x.device, generator=generator)
@@ -264,7 +264,7 @@ def sample_flow(model: FlowPrior, labels: torch.Tensor, steps: int | list[int] =
     per_token = list(steps) if isinstance(steps, (list, tuple)) else [steps] * N
     if len(per_token) != N: raise ValueError(f"steps: expected an int or {N} per-token ints, got {len(per_token)}")
     if any(not isinstance(s, int) or s < 1 for s in per_token): raise ValueError(f"steps: expected ints >= 1, got {steps!r}")
-    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    check_number(temperature, "temperature", low=0)
     bb, dev = model.backbone, next(model.parameters()).device
     cfg = Guidance(labels, bb.config.null_class, cfg_scale, dev)
     cache = bb.new_cache(len(cfg.labels), N)

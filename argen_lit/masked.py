@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from pathlib import Path
-from .core import check_ids, eval_mode
+from .core import check_ids, check_number, eval_mode
 from .recipes import Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, load_transformer, sample_logits, train_on_tokens
 from .vq import vq_tokenizer
@@ -90,7 +90,7 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     if N + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
     if order not in ORDERS: raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
-    if noise < 0: raise ValueError(f"noise: expected >= 0, got {noise}")
+    check_number(noise, "noise", low=0)
     B, mid = len(labels), mask_id(model)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     ids = torch.full((B, N), mid, dtype=torch.long, device=dev)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_ids, eval_mode, load_model, make_generator, train_loop
+from .core import Config, check_ids, check_number, eval_mode, load_model, make_generator, train_loop
 from .data import endless, make_loader
 from .eval import bits_per_dim
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, train_or_load
@@ -154,8 +154,8 @@ def train_pixelcnn(model: GatedPixelCNN, images, labels, steps: int = 744, batch
 def _check_sampling(model, labels, temperature, cfg_scale):
     check_ids(labels, "labels", model.config.n_classes + 1)
     if labels.ndim != 1: raise ValueError(f"labels: expected shape (B,), got {tuple(labels.shape)}")
-    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
-    if cfg_scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {cfg_scale}")
+    check_number(temperature, "temperature", low=0)
+    check_number(cfg_scale, "cfg_scale", low=0)
 
 @torch.no_grad()
 def sample(model: GatedPixelCNN, labels: torch.Tensor, temperature: float = 1.0, cfg_scale: float = 1.0,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, autocast, check_ids, eval_mode, load_model, train_loop
+from .core import Config, autocast, check_ids, check_number, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 
 # %% auto #0
@@ -297,7 +297,7 @@ def with_null_class(labels: torch.Tensor, null_class: int) -> torch.Tensor:
 
 def cfg_logits(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     "Classifier-free guidance, LlamaGen's convention: uncond + scale * (cond - uncond); scale 1 = no guidance."
-    if scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {scale}")
+    check_number(scale, "cfg_scale", low=0)
     return uncond + scale * (cond - uncond)
 
 class Guidance:
@@ -305,7 +305,7 @@ class Guidance:
     model sees 2B rows (`labels`: the B labels, then B null-class labels; `double(x)`: inputs repeated to match) and
     `mix(out)` turns its 2B output rows back into B guided ones with `cfg_logits`; with `scale` == 1 both are no-ops."""
     def __init__(self, labels: torch.Tensor, null_class: int, scale: float = 1.0, device=None):
-        if scale < 0: raise ValueError(f"cfg_scale: expected >= 0, got {scale}")
+        check_number(scale, "cfg_scale", low=0)
         self.scale, self.n, self.on = scale, len(labels), scale != 1.0
         labels = labels.to(device) if device is not None else labels
         self.labels = with_null_class(labels, null_class) if self.on else labels
@@ -321,11 +321,11 @@ class Guidance:
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     "Set logits outside the top-k / nucleus top-p set to -inf (the most likely token is always kept)."
     if top_k is not None:
-        if not isinstance(top_k, int) or top_k < 1: raise ValueError(f"top_k: expected an int >= 1, got {top_k!r}")
+        check_number(top_k, "top_k", low=1, integer=True)
         kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None:
-        if not 0 < top_p <= 1: raise ValueError(f"top_p: expected 0 < top_p <= 1, got {top_p!r}")
+        check_number(top_p, "top_p", low=0, low_open=True, high=1)
         sorted_l, idx = logits.sort(dim=-1, descending=True)
         cum = sorted_l.softmax(-1).cumsum(-1)
         drop = cum - sorted_l.softmax(-1) >= top_p  # mass before this token already reaches p
@@ -335,14 +335,14 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None) -> torch.Tensor:
     "The distribution `sample_logits` draws from: filtered softmax of logits / temperature; one-hot at temperature 0."
-    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    check_number(temperature, "temperature", low=0)
     if temperature == 0: return F.one_hot(logits.argmax(-1), logits.shape[-1]).float()
     return filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                   top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     "Draw one token id per row of `logits` (..., V); temperature 0 is greedy."
-    if temperature < 0: raise ValueError(f"temperature: expected >= 0, got {temperature}")
+    check_number(temperature, "temperature", low=0)
     if temperature == 0: return logits.argmax(-1)
     probs = token_probs(logits, temperature, top_k, top_p)
     flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
@@ -360,7 +360,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
     'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix).
     `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias."""
-    if n_tokens < 1: raise ValueError(f"n_tokens: expected >= 1, got {n_tokens}")
+    check_number(n_tokens, "n_tokens", low=1, integer=True)
     if cache not in CACHE_KINDS: raise ValueError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
         raise ValueError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
@@ -408,7 +408,7 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
                     seed: int = 0, desc: str = "train") -> list[float]:
     """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
-    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
+    check_number(steps, "steps", low=1, integer=True)
     if tokens.ndim not in (2, 3): raise ValueError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import check_ids, eval_mode, train_loop
+from .core import check_ids, check_number, eval_mode, train_loop
 from .data import endless, jpeg_bytes, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Guidance, Transformer, generate
@@ -50,9 +50,9 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     token maps `ids` (M, h, w) with cross-entropy over -sharpness * squared distance to every code, plus `fidelity` x
     1000 x the pixel MSE to the original decoder's images. Each map gets up to `substitute` of its tokens swapped for
     random codes. The codebook is frozen. Returns (tokenizer, read-back loss per step)."""
-    if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
-    if fidelity < 0: raise ValueError(f"fidelity: expected >= 0, got {fidelity}")
-    if not 0 <= substitute <= 1: raise ValueError(f"substitute: expected a share in [0, 1], got {substitute}")
+    check_number(steps, "steps", low=1, integer=True)
+    check_number(fidelity, "fidelity", low=0)
+    check_number(substitute, "substitute", low=0, high=1)
     V, grid = tokenizer.n_codes, tuple(tokenizer.grid)
     check_ids(ids, "ids", V)
     if ids.ndim != 3 or tuple(ids.shape[1:]) != grid or len(ids) == 0:
@@ -119,7 +119,7 @@ def sample_marked(prior: Transformer, labels: torch.Tensor, lists: torch.Tensor,
                   generator: torch.Generator | None = None, **sample_kw) -> torch.Tensor:
     """Lexical-bias watermark: raster token maps (B, N) sampled with +delta on the green logits of a list drawn from
     the pool per image (other keywords go to `generate`)."""
-    if delta < 0: raise ValueError(f"delta: expected >= 0, got {delta}")
+    check_number(delta, "delta", low=0)
     c, dev = prior.config, next(prior.parameters()).device
     if lists.ndim != 2 or lists.shape[1] != c.vocab_size:
         raise ValueError(f"lists: expected (pool, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
@@ -158,7 +158,7 @@ def pair_green_list(partner: torch.Tensor, key: str) -> torch.Tensor:
 def index_mark(prior: Transformer, ids: torch.Tensor, labels: torch.Tensor, partner: torch.Tensor, green: torch.Tensor,
                max_cost: float = 1.0, cfg_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     "Replace red tokens of sampled maps (B, N) by their green partner where log p drops by <= max_cost; (ids, replaced mask)."
-    if max_cost < 0: raise ValueError(f"max_cost: expected >= 0, got {max_cost}")
+    check_number(max_cost, "max_cost", low=0, allow_inf=True)
     dev, c = next(prior.parameters()).device, prior.config
     x, cfg = ids.to(dev), Guidance(labels, c.null_class, cfg_scale, dev)
     with eval_mode(prior): logp = cfg.mix(prior(cfg.double(x)[:, :-1], cfg.labels).float()).log_softmax(-1)

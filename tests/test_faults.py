@@ -7,7 +7,6 @@ import json, os, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
-import pytest
 import torch
 from safetensors.torch import load_file
 import argen_lit.leaderboard as lb
