@@ -15,10 +15,10 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'default_device',
-           'seed_everything', 'make_generator', 'autocast', 'Config', 'atomic_path', 'write_atomic', 'save_checkpoint',
-           'is_checkpoint', 'load_config', 'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle',
-           'to_device', 'train_loop', 'eval_mode', 'n_params', 'check_ids']
+__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'check_tensor',
+           'check_module', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config', 'atomic_path',
+           'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config', 'read_meta', 'load_checkpoint',
+           'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop', 'eval_mode', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #82a27ca7
 class InputError(ValueError):
@@ -43,6 +43,26 @@ def check_number(value, name: str, *, low: float | None = None, high: float | No
     if bad: raise InputError(f"{name}: expected a {'' if allow_inf else 'finite '}number {' and '.join(b for b in bounds if b)}".rstrip() + f", got {value!r}")
     return value
 
+_KINDS = {"float": torch.Tensor.is_floating_point, "int": lambda t: not t.is_floating_point() and not t.is_complex() and t.dtype != torch.bool,
+          "uint8": lambda t: t.dtype == torch.uint8}
+
+def check_tensor(x, name: str, *, ndim: int | tuple | None = None, kind: str | None = None, nonempty: bool = False,
+                 finite: bool = False) -> torch.Tensor:
+    "`x` if it is a tensor with `ndim` dims (an int or a tuple of allowed ones), of `kind` ('float', 'int', 'uint8'), at least one row when `nonempty`, no NaN/inf when `finite`; else an InputError naming `name`."
+    if not isinstance(x, torch.Tensor): raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    dims = (ndim,) if isinstance(ndim, int) else ndim
+    if dims is not None and x.ndim not in dims:
+        raise InputError(f"{name}: expected {' or '.join(map(str, dims))} dims, got shape {tuple(x.shape)}")
+    if kind is not None and not _KINDS[kind](x): raise InputTypeError(f"{name}: expected a {kind} tensor, got {x.dtype}")
+    if nonempty and (x.ndim == 0 or len(x) == 0): raise InputError(f"{name}: expected at least one item, got shape {tuple(x.shape)}")
+    if finite and x.is_floating_point() and not torch.isfinite(x).all(): raise InputError(f"{name}: expected finite values (no NaN or inf)")
+    return x
+
+def check_module(m, name: str = "model") -> nn.Module:
+    "`m` if it is an `nn.Module`, else an InputTypeError naming `name`."
+    if not isinstance(m, nn.Module): raise InputTypeError(f"{name}: expected a torch nn.Module, got {type(m).__name__}")
+    return m
+
 
 # %% ../nbs/00_core.ipynb #f872104f
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -64,13 +84,13 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
 # %% ../nbs/00_core.ipynb #51992941
 def seed_everything(seed: int) -> None:
     "Seed Python, NumPy and torch (all devices) for reproducible training runs."
+    check_number(seed, "seed", low=0, high=2**32 - 1, integer=True)  # NumPy's range
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 def make_generator(seed: int | None = None, device: str | torch.device = "cpu") -> torch.Generator:
     "A `torch.Generator` on `device`, seeded with `seed` (a fresh random seed when None)."
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InputTypeError(f"seed: expected an int or None, got {type(seed).__name__}")
-    g = torch.Generator(device=torch.device(device))
+    if seed is not None: check_number(seed, "seed", low=-2**63, high=2**64 - 1, integer=True)
+    g = torch.Generator(device=default_device(device))
     if seed is None: g.seed()
     else: g.manual_seed(seed)
     return g
@@ -78,7 +98,7 @@ def make_generator(seed: int | None = None, device: str | torch.device = "cpu") 
 # %% ../nbs/00_core.ipynb #63ef020b
 def autocast(device: str | torch.device | None = None, enabled: bool = True):
     "bf16 autocast on CUDA; a no-op context elsewhere (or when `enabled` is False)."
-    dev = torch.device(device) if device is not None else default_device()
+    dev = default_device(device)
     if enabled and dev.type == "cuda": return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -95,6 +115,18 @@ class Config:
     def full(cls, **overrides):
         "The preset of the full recipe. Subclasses override; the default is the dataclass defaults."
         return cls(**overrides)
+
+    def __post_init__(self):
+        "Every field holds a value of its type (lists become tuples, a bool is no int, floats are finite); subclasses add ranges."
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if hints[f.name] is tuple and isinstance(v, list): object.__setattr__(self, f.name, v := tuple(v))
+            _check_field_type(type(self), f.name, hints[f.name], v)
+
+    def _check_ints(self, *names: str, low: int = 1) -> None:
+        "Each named field is an int >= `low` (for subclasses' `__post_init__`)."
+        for n in names: check_number(getattr(self, n), n, low=low, integer=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,6 +183,7 @@ def atomic_path(path: str | Path):
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
     "Write `data` (text as UTF-8) to `path` atomically (see `atomic_path`)."
+    if not isinstance(data, (str, bytes)): raise InputTypeError(f"data: expected str or bytes, got {type(data).__name__}")
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     return Path(path)
@@ -198,11 +231,13 @@ def _restore(d: Path) -> None:
 # %% ../nbs/00_core.ipynb #732c9797
 def is_checkpoint(directory: str | Path) -> bool:
     "Whether `directory` holds a checkpoint (after putting back one that a kill left renamed aside)."
+    if not isinstance(directory, (str, os.PathLike)): raise InputTypeError(f"directory: expected a path, got {directory!r}")
     d = Path(directory); _restore(d)
     return (d / CONFIG_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
 
 def _read_record(directory: str | Path) -> dict:
     "The checkpoint's config.json, checked: both files present, valid JSON, the three keys `save_checkpoint` writes."
+    if not isinstance(directory, (str, os.PathLike)): raise InputTypeError(f"directory: expected a path, got {directory!r}")
     d = Path(directory)
     if d.exists() and not d.is_dir(): raise InputError(f"directory: {str(d)!r} is a file, expected a checkpoint folder")
     _restore(d)
@@ -253,7 +288,7 @@ def load_checkpoint(model: nn.Module, directory: str | Path) -> nn.Module:
 
 def load_model(build, config_cls: type[Config], directory: str | Path, device=None) -> nn.Module:
     "A model from a checkpoint folder: `build(config)` with the stored `config_cls`, its weights loaded, on `device`, in eval mode."
-    return load_checkpoint(build(load_config(directory, config_cls)), directory).to(device or "cpu").eval()
+    return load_checkpoint(build(load_config(directory, config_cls)), directory).to(default_device(device or "cpu")).eval()
 
 
 # %% ../nbs/00_core.ipynb #3fc688ed
@@ -265,7 +300,8 @@ def progress(iterable=None, desc: str | None = None, total: int | None = None, d
 # %% ../nbs/00_core.ipynb #df130b7e
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: float = 0.1):
     "One-cycle LR schedule over `steps` (warm-up share `warmup`, then cosine decay); constant under ten steps."
-    if steps < 1: raise ValueError(f"steps: expected >= 1, got {steps}")
+    check_number(lr, "lr", low=0, low_open=True); check_number(steps, "steps", low=1, integer=True)
+    check_number(warmup, "warmup", low=0, high=1)
     if steps < 10: return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
 
@@ -274,6 +310,7 @@ def to_device(batch, device):
     "A tensor, or a tuple/list of tensors (and Nones), moved to `device`."
     if isinstance(batch, torch.Tensor): return batch.to(device)
     if isinstance(batch, (tuple, list)): return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 
 def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
@@ -283,15 +320,16 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
     autocast on CUDA when `amp`) on `loss_fn(model, batch)`, batches drawn from the iterator `batches` and moved to
     the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
     Returns the logged value of every step as floats; the model is in train mode during the loop, eval mode after."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    check_module(model); check_number(steps, "steps", low=1, integer=True)
+    if clip is not None: check_number(clip, "clip", low=0, low_open=True)
     params = list(model.parameters()) if params is None else list(params)
     dev = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     sched, batches, logged = one_cycle(opt, lr, steps, warmup), iter(batches), []
     model.train()
-    for _ in progress(range(steps), desc=desc):
-        batch = to_device(next(batches), dev)
+    for step in progress(range(steps), desc=desc):
+        try: batch = to_device(next(batches), dev)
+        except StopIteration: raise InputError(f"batches: the iterator ran out after {step} of {steps} steps (pass an endless one)") from None
         with autocast(dev, enabled=amp): out = loss_fn(model, batch)
         loss, value = out if isinstance(out, tuple) else (out, out)
         opt.zero_grad(set_to_none=True); loss.backward()
@@ -305,7 +343,7 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
 @contextlib.contextmanager
 def eval_mode(*models: nn.Module):
     "Eval mode for every submodule of `models` inside the block; afterwards each submodule's previous mode is restored."
-    saved = [(m, m.training) for model in models for m in model.modules()]
+    saved = [(m, m.training) for model in models for m in check_module(model, "models").modules()]
     try:
         for model in models: model.eval()
         yield
@@ -315,7 +353,7 @@ def eval_mode(*models: nn.Module):
 # %% ../nbs/00_core.ipynb #3708ab8f
 def n_params(model: nn.Module, trainable_only: bool = False) -> int:
     "Number of parameters in `model`."
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+    return sum(p.numel() for p in check_module(model).parameters() if p.requires_grad or not trainable_only)
 
 # %% ../nbs/00_core.ipynb #a23285f1
 def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:

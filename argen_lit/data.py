@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
-from .core import InputError, InputNotFoundError, InputTypeError, check_ids, check_number, make_generator
+from .core import InputError, InputNotFoundError, InputTypeError, check_ids, check_number, check_tensor, make_generator
 
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
@@ -52,8 +52,16 @@ def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tens
     "Tile (N, C, H, W) images into one uint8 (C, H', W') picture, `nrow` images per row."
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images: expected a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    if images.dtype != torch.uint8:
-        images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    check_number(nrow, "nrow", low=1, integer=True); check_number(pad, "pad", low=0, integer=True)
+    if len(images) == 0: raise ValueError("images: expected at least one image, got 0")
+    if images.is_floating_point():
+        if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+            raise ValueError(f"images: float images must be finite and lie in [0, 1], got [{images.min().item():.3g}, "
+                             f"{images.max().item():.3g}]; pass uint8 for 0..255 intensities")
+        images = (images * 255).round().to(torch.uint8)
+    elif images.dtype != torch.uint8:
+        check_ids(images, "images", 256)  # integer intensities 0..255
+        images = images.to(torch.uint8)
     from torchvision.utils import make_grid
     return make_grid(images.cpu(), nrow=nrow, padding=pad, pad_value=128)
 
@@ -94,6 +102,9 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = 28,
     if not files:
         raise ValueError(f"path: {str(root)!r} holds no images in class sub-folders (want path/<class>/*.png)")
     size = (size, size) if isinstance(size, int) else size
+    if size is not None and (not isinstance(size, (tuple, list)) or len(size) != 2):
+        raise ValueError(f"size: expected a positive int, (h, w) or None, got {size!r}")
+    if size is not None: [check_number(s, "size", low=1, integer=True) for s in size]
     images = []
     for f, _ in files:
         im = Image.open(f).convert("L" if grayscale else "RGB")
@@ -124,7 +135,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
-# %% ../nbs/01_data.ipynb #414b0472
+# %% ../nbs/01_data.ipynb #63fd0d4c
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
@@ -155,6 +166,8 @@ def _load_cifar(cls, root: str | Path, split: str, download: bool) -> tuple[torc
 # %% ../nbs/01_data.ipynb #9fa8dff1
 def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2, scale: float = 0.1, shift: float = 0.15):
     "Random rotation (radians), scale and shift (fraction of half the width) for a float batch (B, C, H, W)."
+    check_tensor(x, "x", ndim=4, kind="float")
+    for v, name in ((rot, "rot"), (scale, "scale"), (shift, "shift")): check_number(v, name, low=0)
     n = len(x)
     r = (torch.rand(n, generator=generator) * 2 - 1) * rot
     s = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
@@ -212,7 +225,8 @@ def jpeg_bytes(image: torch.Tensor, quality: int = 25) -> bytes:
     "Baseline JPEG file of one uint8 (1, H, W) grey image: Pillow's standard Huffman tables, no restart markers."
     check_ids(image, "image", 256)
     if image.ndim != 3 or image.shape[0] != 1: raise ValueError(f"image: expected uint8 (1, H, W), got {tuple(image.shape)}")
-    if not 1 <= quality <= 95: raise ValueError(f"quality: expected 1..95, got {quality}")
+    check_number(quality, "quality", low=1, high=95, integer=True)
+    if 0 in image.shape: raise ValueError(f"image: expected H, W >= 1, got {tuple(image.shape)}")
     buf = io.BytesIO()
     Image.fromarray(image[0].to(torch.uint8).numpy(), mode="L").save(buf, format="JPEG", quality=quality,
                                                                      optimize=False, progressive=False)

@@ -17,7 +17,7 @@ import torch_fidelity
 from safetensors.torch import load_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_number, default_device,
+from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_module, check_number, check_tensor, default_device,
                             eval_mode, load_checkpoint, load_config, make_generator, read_meta, save_checkpoint,
                             train_loop, write_atomic)
 from .data import load_mnist5k, random_affine
@@ -35,6 +35,10 @@ __all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUM
 class ClassifierConfig(Config):
     widths: tuple = (16, 32, 48, 64, 64)  # channels of the five conv layers; pooling after the 2nd and 4th
     n_classes: int = 10                   # digit classes
+    def __post_init__(self):
+        super().__post_init__(); self._check_ints("n_classes")
+        if len(self.widths) != 5 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
+            raise ValueError(f"widths: expected 5 ints >= 1, got {self.widths!r}")
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
@@ -61,6 +65,9 @@ class DigitClassifier(nn.Module):
 @torch.no_grad()
 def classifier_accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     "Share of `images` whose predicted class equals `labels`."
+    check_tensor(images, "images", ndim=4, nonempty=True); check_tensor(labels, "labels", ndim=1, kind="int")
+    if len(labels) != len(images): raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
+    check_number(batch_size, "batch_size", low=1, integer=True)
     dev = next(model.parameters()).device
     with eval_mode(model):
         preds = torch.cat([model(images[i:i + batch_size].to(dev)).argmax(-1).cpu() for i in range(0, len(images), batch_size)])
@@ -69,9 +76,11 @@ def classifier_accuracy(model: DigitClassifier, images: torch.Tensor, labels: to
 def train_classifier(epochs: int = 10, seed: int = 0, batch_size: int = 64, lr: float = 3e-3,
                      device=None) -> tuple[DigitClassifier, float]:
     "Train the feature-extractor CNN on the MNIST-5k train split; returns (model, test accuracy)."
+    check_number(epochs, "epochs", low=1, integer=True); check_number(lr, "lr", low=0, low_open=True)
     torch.manual_seed(seed); g = make_generator(seed)
     dev = default_device(device)
     xtr, ytr = load_mnist5k("train"); xte, yte = load_mnist5k("test")
+    check_number(batch_size, "batch_size", low=1, high=len(xtr), integer=True)
     model = DigitClassifier().to(dev)
     steps_per_epoch = len(xtr) // batch_size
     def augmented():  # a fresh permutation each epoch, every batch randomly warped (one generator, in step order)
@@ -93,6 +102,7 @@ def shipped_classifier_dir() -> Path:
 
 def save_classifier(model: DigitClassifier, test_accuracy: float, directory: str | Path | None = None, **meta) -> Path:
     "Write the classifier checkpoint (default: the package's shipped folder) with its test accuracy."
+    check_number(test_accuracy, "test_accuracy", low=0, high=1)
     return save_checkpoint(model, directory or shipped_classifier_dir(), meta={"test_accuracy": test_accuracy, **meta})
 
 def shipped_accuracy(directory: str | Path | None = None) -> float:
@@ -148,6 +158,7 @@ def as_uint8_images(images, name: str = "samples") -> torch.Tensor:
     if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != (28, 28):
         raise ValueError(f"{name}: expected shape (N, 1, 28, 28) (or (N, 28, 28)), got {tuple(images.shape)}")
     if x.dtype == torch.bool: raise TypeError(f"{name}: bool images are ambiguous; pass uint8 0..255 or floats in [0, 1]")
+    if x.is_complex(): raise TypeError(f"{name}: expected uint8 or real float images, got {x.dtype}")
     if x.is_floating_point():
         if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
             raise ValueError(f"{name}: float images must lie in [0, 1] (got [{x.min().item():.3g}, {x.max().item():.3g}]); "
@@ -160,6 +171,7 @@ def as_uint8_images(images, name: str = "samples") -> torch.Tensor:
 class ImageSet(Dataset):
     "The Dataset torch-fidelity reads: one uint8 (C, H, W) tensor per item."
     def __init__(self, images: torch.Tensor, channels: int = 1):
+        if channels not in (1, 3): raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
         self.images, self.channels = images, channels
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
@@ -200,6 +212,7 @@ def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None
     x = as_uint8_images(samples, "samples")
     ref = _reference_images(reference)
     n = min(len(x), len(ref))
+    check_number(prc_neighborhood, "prc_neighborhood", low=1, high=n - 1, integer=True)  # k-NN radius among n samples
     if n < MIN_SAMPLES:
         raise ValueError(f"samples: need at least {MIN_SAMPLES} samples and reference images for KID and precision/recall, "
                          f"got {len(x)} and {len(ref)}")
@@ -232,6 +245,7 @@ def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None
 # %% ../nbs/03_eval.ipynb #837b7f75
 def independent_pixel_samples(images: torch.Tensor, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "Baseline sampler: each pixel drawn independently from its marginal over `images` (uint8 (N, C, H, W))."
+    check_tensor(images, "images", ndim=4, kind="uint8", nonempty=True); check_number(n, "n", low=1, integer=True)
     flat = images.flatten(1).long()                                       # (N, D)
     counts = F.one_hot(flat, 256).sum(0).float()                          # (D, 256)
     draws = torch.multinomial(counts, n, replacement=True, generator=generator)  # (D, n)
@@ -239,6 +253,7 @@ def independent_pixel_samples(images: torch.Tensor, n: int, generator: torch.Gen
 
 def blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     "Gaussian blur of uint8 images (baseline: real shapes, wrong texture)."
+    check_tensor(images, "images", ndim=4, kind="uint8"); check_number(sigma, "sigma", low=0, low_open=True)
     from torchvision.transforms.functional import gaussian_blur
     k = 2 * math.ceil(3 * sigma) + 1
     return gaussian_blur(images.float(), [k, k], [sigma, sigma]).round().clamp(0, 255).to(torch.uint8)
@@ -246,13 +261,14 @@ def blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
 # %% ../nbs/03_eval.ipynb #995fea9a
 def bits_per_dim(nll_nats, dims: int):
     "Negative log-likelihood per image in nats -> bits per dimension: nll / (ln 2 * dims)."
-    if not isinstance(dims, int) or dims < 1: raise ValueError(f"dims: expected a positive int, got {dims!r}")
+    check_number(dims, "dims", low=1, integer=True)
     return nll_nats / (math.log(2) * dims)
 
 # %% ../nbs/03_eval.ipynb #58f8c326
 @contextmanager
 def count_forward_passes(module: nn.Module):
     "Count forward calls of `module` inside the block: `with count_forward_passes(m) as c: ...; c['n']`."
+    check_module(module, "module")
     counter = {"n": 0}
     def hook(*_): counter["n"] += 1
     handle = module.register_forward_hook(hook)
@@ -262,7 +278,10 @@ def count_forward_passes(module: nn.Module):
 def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool = True) -> list[dict]:
     """Time samplers {name: (sample_fn(n) -> images, module)} on batches of `n_images`, interleaved over `rounds`.
     Returns one row per sampler: images_per_s (median), forward_passes_per_image, speedup over the first sampler."""
-    if not samplers: raise ValueError("samplers: give at least one {name: (sample_fn, module)}")
+    if not isinstance(samplers, dict) or not samplers: raise ValueError("samplers: give at least one {name: (sample_fn, module)}")
+    for k, v in samplers.items():
+        if not (isinstance(v, tuple) and len(v) == 2 and callable(v[0]) and isinstance(v[1], nn.Module)):
+            raise ValueError(f"samplers[{k!r}]: expected (sample_fn, module), got {v!r:.80}")
     check_number(n_images, "n_images", low=1, integer=True); check_number(rounds, "rounds", low=1, integer=True)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -284,6 +303,10 @@ def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool =
 # %% ../nbs/03_eval.ipynb #d1949239
 def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: int = 10) -> tuple[float, int, float]:
     "Two-sample chi-square test of two categorical samples (ids < n_bins): (statistic, degrees of freedom, p-value)."
+    check_number(n_bins, "n_bins", low=1, integer=True)
+    for x, name in ((a, "a"), (b, "b")):
+        check_ids(x, name, n_bins)
+        if x.numel() == 0: raise ValueError(f"{name}: expected at least one sample")
     ca, cb = torch.bincount(a.flatten(), minlength=n_bins).double(), torch.bincount(b.flatten(), minlength=n_bins).double()
     big = (ca + cb) >= min_count
     ca = torch.cat([ca[big], ca[~big].sum()[None]]); cb = torch.cat([cb[big], cb[~big].sum()[None]])
@@ -296,17 +319,22 @@ def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: in
 
 def same_distribution(a: torch.Tensor, b: torch.Tensor, n_bins: int) -> dict:
     "Per-position chi-square tests between two (N, L) token samples: p-values, count under 0.01, Bonferroni min."
+    check_tensor(a, "a", ndim=2, kind="int"); check_tensor(b, "b", ndim=2, kind="int")
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0: raise ValueError(f"a/b: expected the same length L >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
     ps = [chi2_two_sample(a[:, i], b[:, i], n_bins)[2] for i in range(a.shape[1])]
     return {"p_values": ps, "n_below_0.01": sum(p < 0.01 for p in ps), "bonferroni_min_p": min(1.0, min(ps) * len(ps))}
 
 def two_proportion_p(k1: int, n1: int, k2: int, n2: int) -> float:
     "Two-sided p-value of a two-proportion z-test (k successes of n in each sample)."
+    check_number(n1, "n1", low=1, integer=True); check_number(n2, "n2", low=1, integer=True)
+    check_number(k1, "k1", low=0, high=n1, integer=True); check_number(k2, "k2", low=0, high=n2, integer=True)
     p = (k1 + k2) / (n1 + n2); se = math.sqrt(max(p * (1 - p) * (1 / n1 + 1 / n2), 1e-12))
     return math.erfc(abs(k1 / n1 - k2 / n2) / se / math.sqrt(2))
 
 def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) -> tuple[float, float]:
     "True-positive rate of scores `marked` at the threshold that at most `fpr` of `unmarked` scores exceed; (tpr, threshold)."
     check_number(fpr, "fpr", low=0, low_open=True, high=1, high_open=True)
+    check_tensor(marked, "marked", ndim=1, nonempty=True); check_tensor(unmarked, "unmarked", ndim=1)
     if len(unmarked) < math.ceil(1 / fpr): raise ValueError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
     thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
     return (marked > thr).float().mean().item(), thr
@@ -326,6 +354,9 @@ def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if not isinstance(paradigm, str) or not paradigm: raise InputError(f"paradigm: expected a non-empty str, got {paradigm!r}")
     if not isinstance(metrics, dict): raise InputTypeError(f"metrics: expected a dict, got {type(metrics).__name__}")
+    for k, v in metrics.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputTypeError(f"metrics[{k!r}]: expected a number or None, got {type(v).__name__} (a tensor? use .item())")
     if path is not None:  # the file is rewritten whole and renamed into place: a kill leaves the old records or the new
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in [*read_records(path), rec]))
     return rec
@@ -348,6 +379,7 @@ def read_records(path: str | Path, latest: bool = False) -> list[dict]:
 def format_metric(key: str, v) -> str:
     "A metric as a table shows it: percentages for class accuracy, thousands separators for counts, '-' when missing."
     if v is None: return "-"
+    if isinstance(v, bool) or not isinstance(v, (int, float)): raise InputTypeError(f"v: expected a number or None for {key!r}, got {v!r}")
     if key == "class_accuracy": return f"{100 * v:.1f}%"
     if key in ("parameters", "forward_passes_per_image"): return f"{int(v):,}"
     if key in ("images_per_s", "train_seconds"): return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
@@ -355,8 +387,13 @@ def format_metric(key: str, v) -> str:
     return f"{v:.2f}" if key in ("fid", "bits_per_dim") else f"{v:.4g}"
 
 def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str | None = None) -> str:
-    "Markdown: one row per record (ascending in metric `sort_by` if given), its metric `columns`, sampler note and device."
-    if sort_by is not None: records = sorted(records, key=lambda r: r["metrics"][sort_by])
+    "Markdown: one row per record (ascending in metric `sort_by` if given, missing values last), its metric `columns`, sampler note and device."
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get("metrics"), dict) or "paradigm" not in r:
+            raise ValueError(f"records: each record needs 'paradigm' and a 'metrics' dict, got {r!r:.80}")
+    if sort_by is not None:
+        if not any(sort_by in r["metrics"] for r in records) and records: raise ValueError(f"sort_by: no record has a metric {sort_by!r}")
+        records = sorted(records, key=lambda r: (r["metrics"].get(sort_by) is None, r["metrics"].get(sort_by) or 0))
     head = ["paradigm", *(COLUMN_NAMES.get(c, c) for c in columns), "sampler", "device"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns) + "---|---|"]
     for r in records:

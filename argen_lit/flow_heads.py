@@ -32,6 +32,10 @@ class LatentConfig(Config):
     image_size: int = 28       # square one-channel images; the grid is image_size / 4
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 16, **kw})
+    def __post_init__(self):
+        super().__post_init__(); self._check_ints("latent_dim", "channels", "image_size")
+        check_number(self.noise, "noise", low=0); check_number(self.prior_weight, "prior_weight", low=0)
+        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class LatentTokenizer(nn.Module):
     "Conv encoder -> continuous latents, no quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> tokens (B, 49, C)."
@@ -184,6 +188,7 @@ class FlowPriorConfig(Config):
     noise_draws: int = 4      # noise draws per token per training step (MAR: 4)
 
     def __post_init__(self):
+        super().__post_init__(); self._check_ints("head_width", "head_depth")
         bc = TransformerConfig.from_dict(self.backbone)  # validates, and turns JSON lists back into tuples
         if bc.vocab_size != 0: raise ValueError(f"backbone: continuous tokens need vocab_size=0, got {bc.vocab_size}")
         self.backbone = bc.to_dict()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, check_ids, eval_mode, load_model
+from .core import Config, check_ids, check_number, eval_mode, load_model
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
@@ -94,6 +94,9 @@ class MultiScaleConfig(Config):
     image_size: int = 28                # square one-channel images
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 8, **kw})
+    def __post_init__(self):
+        super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
+        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class MultiScaleTokenizer(nn.Module):
     "20_vq's conv encoder/decoder around a multi-scale residual quantizer: uint8 images <-> ids of every scale."

@@ -94,6 +94,10 @@ class PixelCNNConfig(Config):
     image_size: int = 28      # square images, one channel
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 16, "n_layers": 3, "head_hidden": 32, **kw})
+    def __post_init__(self):
+        super().__post_init__(); self._check_ints("channels", "n_layers", "kernel", "first_kernel", "head_hidden", "n_classes", "image_size")
+        for k in ("kernel", "first_kernel"):
+            if getattr(self, k) % 2 == 0: raise ValueError(f"{k}: expected an odd kernel width (a centre pixel to mask), got {getattr(self, k)}")
 
 class GatedPixelCNN(nn.Module):
     "Class-conditional Gated PixelCNN over uint8 (B, 1, H, W) images with a 256-way softmax per pixel."

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, autocast, check_ids, check_number, eval_mode, load_model, train_loop
+from .core import Config, InputError, autocast, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 
 # %% auto #0
@@ -80,6 +80,7 @@ def apply_rope(x: torch.Tensor, angles: torch.Tensor | tuple[torch.Tensor, torch
 
 def grid_positions(h: int, w: int, prefix: int = 1, length: int | None = None) -> torch.Tensor:
     "2D positions (length, 2): `prefix` start positions at (0, 0), then raster (row, col) of an h x w grid."
+    check_number(h, "h", low=1, integer=True); check_number(w, "w", low=1, integer=True); check_number(prefix, "prefix", low=0, integer=True)
     n = length if length is not None else prefix + h * w
     cell = torch.arange(n) - prefix
     rc = torch.stack([cell.div(w, rounding_mode="floor"), cell.remainder(w)], dim=-1)
@@ -191,6 +192,10 @@ class TransformerConfig(Config):
     def full(cls, **kw): return cls(**kw)
 
     def __post_init__(self):
+        super().__post_init__()
+        self._check_ints("d_model", "n_layers", "n_heads", "max_seq_len"); self._check_ints("vocab_size", "n_classes", "mlp_hidden", low=0)
+        check_number(self.rope_base, "rope_base", low=0, low_open=True); check_number(self.norm_eps, "norm_eps", low=0, low_open=True)
+        check_number(self.label_dropout, "label_dropout", low=0, high=1); check_number(self.dropout, "dropout", low=0, high=1, high_open=True)
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.rope not in ("1d", "2d", "none"):
@@ -284,6 +289,7 @@ class Transformer(nn.Module):
         if embeds is not None:
             if embeds.ndim != 3 or embeds.shape[-1] != c.d_model:
                 raise ValueError(f"embeds: expected (B, T, {c.d_model}), got {tuple(embeds.shape)}")
+            check_tensor(embeds, "embeds", kind="float")
             return embeds
         if self.tok_emb is None: raise ValueError("tokens: this model has vocab_size=0; pass embeds= instead")
         check_ids(tokens, "tokens", c.vocab_size)
@@ -305,6 +311,7 @@ class Guidance:
     model sees 2B rows (`labels`: the B labels, then B null-class labels; `double(x)`: inputs repeated to match) and
     `mix(out)` turns its 2B output rows back into B guided ones with `cfg_logits`; with `scale` == 1 both are no-ops."""
     def __init__(self, labels: torch.Tensor, null_class: int, scale: float = 1.0, device=None):
+        check_tensor(labels, "labels", ndim=1, kind="int")
         check_number(scale, "cfg_scale", low=0)
         self.scale, self.n, self.on = scale, len(labels), scale != 1.0
         labels = labels.to(device) if device is not None else labels
@@ -345,7 +352,11 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
     check_number(temperature, "temperature", low=0)
     if temperature == 0: return logits.argmax(-1)
     probs = token_probs(logits, temperature, top_k, top_p)
-    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    try: flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    except RuntimeError as e:  # caught rather than checked up front: a check would cost a device sync per token
+        if "probability tensor" not in str(e): raise
+        raise InputError("logits: a row has no finite value to sample from (NaN, or -inf everywhere: NaN weights, or a "
+                         "bias that rules out every token?)") from None
     return flat.reshape(probs.shape[:-1])
 
 # %% ../nbs/02_transformer.ipynb #61704cad
@@ -366,7 +377,13 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
         raise ValueError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
     if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
     c, dev = model.config, next(model.parameters()).device
+    check_number(n_tokens, "n_tokens", high=c.max_seq_len - 1)  # the class token takes the first position
+    if labels is not None: check_tensor(labels, "labels", ndim=1, kind="int")
+    else: check_number(batch_size, "batch_size", low=1, integer=True)
+    if stop_token is not None: check_number(stop_token, "stop_token", low=0, high=c.vocab_size - 1, integer=True)
     B = len(labels) if labels is not None else batch_size
+    if logit_bias is not None and (len(logit_bias) != B or not torch.isfinite(logit_bias).all()):
+        raise ValueError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     lab = cfg.labels
@@ -394,6 +411,8 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
 def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500,
                     pad_token: int | None = None) -> float:
     "Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted."
+    check_tensor(tokens, "tokens", ndim=2, kind="int", nonempty=True); check_number(batch_size, "batch_size", low=1, integer=True)
+    if pad_token is not None and (tokens == pad_token).all(): raise ValueError(f"tokens: every position is pad_token {pad_token}")
     dev, total, ignore = next(model.parameters()).device, 0.0, -100 if pad_token is None else pad_token
     with eval_mode(model):
         for i in range(0, len(tokens), batch_size):
@@ -408,7 +427,8 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
                     seed: int = 0, desc: str = "train") -> list[float]:
     """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
-    check_number(steps, "steps", low=1, integer=True)
+    check_number(steps, "steps", low=1, integer=True); check_number(batch_size, "batch_size", low=1, integer=True)
+    check_tensor(tokens, "tokens", nonempty=True)
     if tokens.ndim not in (2, 3): raise ValueError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
@@ -420,6 +440,7 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
                      seed: int = 0, desc: str = "train", pad_token: int | None = None) -> list[float]:
     """Teacher-forced next-token training on `tokens` (B, T) with `train_on_tokens`; returns bits/token per step.
     Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
+    if pad_token is not None: check_number(pad_token, "pad_token", low=0, high=model.config.vocab_size - 1, integer=True)
     ignore = -100 if pad_token is None else pad_token
     def loss_fn(model, xb, yb):
         logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions

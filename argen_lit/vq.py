@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids, eval_mode, load_model, train_loop
+from .core import Config, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -240,6 +240,9 @@ class TokenizerConfig(Config):
     image_size: int = 28          # square one-channel images; the grid is image_size / 4
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 16, **kw})
+    def __post_init__(self):
+        super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
+        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class Tokenizer(nn.Module):
     "Conv encoder -> quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> token ids (B, 7, 7)."
