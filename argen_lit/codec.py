@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 from pathlib import Path
+from .core import InputTypeError, check_batching, check_ids, check_number
 from .data import jpeg_bytes
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -22,8 +23,15 @@ __all__ = ['SOI', 'EOI', 'EOS', 'PAD', 'BYTE_VOCAB', 'BYTES_SAMPLER', 'marker_se
 # %% ../nbs/30_codec_bytes.ipynb #aa1c1424
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"
 
+def _check_bytes(data, name: str) -> bytes:
+    "`data` as bytes (bytes, bytearray or memoryview), else an InputTypeError naming `name`."
+    if not isinstance(data, (bytes, bytearray, memoryview)): raise InputTypeError(f"{name}: expected bytes, got {type(data).__name__}")
+    return bytes(data)
+
 def marker_segments(data: bytes) -> list[tuple[int, str, int]]:
     "(offset, marker name, length in bytes) of each segment of a JPEG header, up to and including SOS."
+    data = _check_bytes(data, "data")
+    if not data.startswith(SOI): raise ValueError(f"data: a JPEG file starts with SOI (FF D8), got {data[:2].hex(' ') or 'nothing'}")
     names = {0xE0: "APP0", 0xDB: "DQT", 0xC0: "SOF0", 0xC4: "DHT", 0xDA: "SOS", 0xDD: "DRI"}
     out, i = [(0, "SOI", 2)], 2
     while i + 4 <= len(data) and data[i] == 0xFF:
@@ -37,6 +45,7 @@ def marker_segments(data: bytes) -> list[tuple[int, str, int]]:
 @functools.lru_cache(maxsize=None)
 def jpeg_header(quality: int = 25, size: int = 28) -> bytes:
     "The bytes every `size`x`size` grey JPEG of `jpeg_bytes` at `quality` starts with: SOI through the SOS segment."
+    check_number(size, "size", low=1, integer=True)
     data = jpeg_bytes(torch.zeros(1, size, size, dtype=torch.uint8), quality)
     off, name, n = marker_segments(data)[-1]
     if name != "SOS": raise RuntimeError("no SOS segment in the encoder's output")
@@ -44,14 +53,14 @@ def jpeg_header(quality: int = 25, size: int = 28) -> bytes:
 
 def strip_header(data: bytes, quality: int = 25, size: int = 28) -> bytes:
     "The entropy-coded scan of a JPEG file: the shared header and the final EOI removed (what the model learns)."
-    head = jpeg_header(quality, size)
+    data, head = _check_bytes(data, "data"), jpeg_header(quality, size)
     if not data.startswith(head) or not data.endswith(EOI):
         raise ValueError(f"data: not a {size}x{size} grey JPEG with the quality-{quality} header of `jpeg_bytes`")
     return data[len(head):-2]
 
 def splice_header(scan: bytes, quality: int = 25, size: int = 28) -> bytes:
     "A complete JPEG file again: shared header + scan + EOI."
-    return jpeg_header(quality, size) + bytes(scan) + EOI
+    return jpeg_header(quality, size) + _check_bytes(scan, "scan") + EOI
 
 def jpeg_scans(images: torch.Tensor, quality: int = 25) -> list[bytes]:
     "The scans of uint8 images (N, 1, H, W), one bytes object each."
@@ -65,7 +74,7 @@ class Decoded(NamedTuple):
 def repair_scan(scan: bytes) -> bytes:
     """The first valid span of scan data: cut at the first marker (0xFF not followed by the stuffing byte 0x00;
     with no restart interval, no marker may occur inside the scan), which also drops a dangling final 0xFF."""
-    b, i = bytes(scan), 0
+    b, i = _check_bytes(scan, "scan"), 0
     while (j := b.find(b"\xff", i)) >= 0:
         if j + 1 < len(b) and b[j + 1] == 0x00: i = j + 2; continue
         return b[:j]
@@ -84,7 +93,9 @@ def _load(data: bytes, size: int, allow_truncated: bool) -> torch.Tensor:
     return torch.from_numpy(np.array(im, dtype=np.uint8)).unsqueeze(0)
 
 def decode_scan(scan: bytes, quality: int = 25, size: int = 28) -> Decoded:
-    "An image for any byte string, or status 'undecodable'; never raises."
+    "An image for any byte string, or status 'undecodable'; never raises on the bytes (bad `quality` or `size` do)."
+    check_number(quality, "quality", low=1, high=95, integer=True); check_number(size, "size", low=1, integer=True)
+    scan = _check_bytes(scan, "scan")
     try:
         scan = bytes(scan)
         fixed = repair_scan(scan)
@@ -100,6 +111,8 @@ EOS, PAD, BYTE_VOCAB = 256, 257, 258
 
 def scans_to_tokens(scans: list[bytes], max_len: int) -> torch.Tensor:
     "Token ids (N, max_len + 1): each scan's bytes, EOS, then PAD."
+    check_number(max_len, "max_len", low=1, integer=True)
+    scans = [_check_bytes(s, f"scans[{i}]") for i, s in enumerate(scans)]
     out = torch.full((len(scans), max_len + 1), PAD, dtype=torch.long)
     for i, s in enumerate(scans):
         if len(s) > max_len: raise ValueError(f"scans: scan {i} has {len(s)} bytes, more than max_len={max_len}")
@@ -108,6 +121,8 @@ def scans_to_tokens(scans: list[bytes], max_len: int) -> torch.Tensor:
 
 def tokens_to_scan(ids: torch.Tensor) -> bytes:
     "The bytes of one token row, up to the first EOS or PAD."
+    check_ids(ids, "ids", BYTE_VOCAB)
+    if ids.ndim != 1: raise ValueError(f"ids: expected one row (T,), got shape {tuple(ids.shape)}")
     ids = ids.tolist()
     end = next((i for i, t in enumerate(ids) if t >= 256), len(ids))
     return bytes(ids[:end])
@@ -120,6 +135,9 @@ def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality:
     Returns uint8 images (B, 1, size, size) — black where undecodable — their statuses and the raw scans."""
     if model.config.vocab_size != BYTE_VOCAB:
         raise ValueError(f"model: vocab_size {model.config.vocab_size}, expected {BYTE_VOCAB} (bytes + EOS + PAD)")
+    check_batching(labels, "labels", batch_size)
+    check_number(max_len, "max_len", low=1, high=model.config.max_seq_len - 1, integer=True)
+    check_number(quality, "quality", low=1, high=95, integer=True); check_number(size, "size", low=1, integer=True)
     scans = []
     for i in range(0, len(labels), batch_size):
         ids = generate(model, max_len, labels[i:i + batch_size], cfg_scale=cfg_scale, temperature=temperature,

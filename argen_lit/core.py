@@ -16,9 +16,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'check_tensor',
-           'check_module', 'default_device', 'seed_everything', 'make_generator', 'autocast', 'Config', 'atomic_path',
-           'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config', 'read_meta', 'load_checkpoint',
-           'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop', 'eval_mode', 'n_params', 'check_ids']
+           'check_batching', 'check_module', 'default_device', 'seed_everything', 'make_generator', 'autocast',
+           'Config', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config', 'read_meta',
+           'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop', 'eval_mode', 'n_params',
+           'check_ids']
 
 # %% ../nbs/00_core.ipynb #82a27ca7
 class InputError(ValueError):
@@ -57,6 +58,10 @@ def check_tensor(x, name: str, *, ndim: int | tuple | None = None, kind: str | N
     if nonempty and (x.ndim == 0 or len(x) == 0): raise InputError(f"{name}: expected at least one item, got shape {tuple(x.shape)}")
     if finite and x.is_floating_point() and not torch.isfinite(x).all(): raise InputError(f"{name}: expected finite values (no NaN or inf)")
     return x
+
+def check_batching(x, name: str, batch_size) -> None:
+    "The checks of a loop over `x` in chunks of `batch_size`: a tensor with at least one row, and an int batch size >= 1."
+    check_tensor(x, name, nonempty=True); check_number(batch_size, "batch_size", low=1, integer=True)
 
 def check_module(m, name: str = "model") -> nn.Module:
     "`m` if it is an `nn.Module`, else an InputTypeError naming `name`."

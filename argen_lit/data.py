@@ -135,7 +135,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
-# %% ../nbs/01_data.ipynb #63fd0d4c
+# %% ../nbs/01_data.ipynb #483507f5
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
@@ -203,6 +203,8 @@ def make_loader(images: torch.Tensor, labels: torch.Tensor | None = None, batch_
                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
     "A DataLoader over in-memory tensors; `seed` fixes the shuffling order."
     check_number(batch_size, "batch_size", low=1, integer=True)
+    if drop_last and batch_size > len(images):
+        raise ValueError(f"batch_size: {batch_size} is larger than the {len(images)} items (drop_last would leave no batch)")
     return DataLoader(TensorImages(images, labels), batch_size=batch_size, shuffle=shuffle,
                       generator=make_generator(seed) if shuffle else None, drop_last=drop_last)
 

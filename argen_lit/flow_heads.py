@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, check_number, eval_mode, load_model, train_loop
+from .core import Config, check_batching, check_number, check_tensor, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
@@ -90,6 +90,7 @@ class LatentTokenizer(nn.Module):
     @torch.no_grad()
     def fit_scale(self, images: torch.Tensor, batch_size: int = 500):
         "Set the per-channel mean and std used to standardize tokens from `images`' latents."
+        check_batching(images, "images", batch_size)
         z = torch.cat([self.latents(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
         self.shift.copy_(z.mean((0, 2, 3))); self.scale.copy_(z.std((0, 2, 3)).clamp(min=1e-6))
 
@@ -109,6 +110,7 @@ def train_latent_tokenizer(tok: LatentTokenizer, images: torch.Tensor, steps: in
 @torch.no_grad()
 def latent_psnr(tok: LatentTokenizer, images: torch.Tensor, batch_size: int = 500) -> tuple[float, torch.Tensor]:
     "Reconstruction PSNR (dB) of `images` through encode -> decode, and the uint8 reconstructions."
+    check_batching(images, "images", batch_size)
     with eval_mode(tok):
         recs = torch.cat([tok.decode(tok.encode(images[i:i + batch_size])).cpu() for i in range(0, len(images), batch_size)])
     mse = F.mse_loss(recs.float() / 255, images.float() / 255).item()
@@ -285,6 +287,7 @@ def sample_flow(model: FlowPrior, labels: torch.Tensor, steps: int | list[int] =
 def sample_flow_images(tokenizer: LatentTokenizer, prior: FlowPrior, labels: torch.Tensor, batch_size: int = 1000,
                        **kw) -> torch.Tensor:
     "uint8 images (B, 1, H, W): tokens from `sample_flow(prior, labels, **kw)`, pixels from the tokenizer."
+    check_batching(labels, "labels", batch_size)
     if prior.config.token_dim != tokenizer.token_dim or prior.n_tokens != math.prod(tokenizer.grid):
         raise ValueError(f"prior: makes {prior.n_tokens} tokens of {prior.config.token_dim} channels, the tokenizer "
                          f"decodes {math.prod(tokenizer.grid)} of {tokenizer.token_dim}")

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from pathlib import Path
-from .core import check_ids, check_number, eval_mode
+from .core import check_ids, check_number, check_tensor, eval_mode
 from .recipes import Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, load_transformer, sample_logits, train_on_tokens
 from .vq import vq_tokenizer
@@ -20,12 +20,15 @@ __all__ = ['ORDERS', 'MASKED_SAMPLER', 'cosine_schedule', 'masked_counts', 'mask
 # %% ../nbs/50_masked.ipynb #11f00080
 def cosine_schedule(r) -> torch.Tensor:
     "MaskGIT's mask schedule gamma(r) = cos(pi r / 2): the fraction of tokens still masked at progress r in [0, 1]."
-    return torch.cos(math.pi / 2 * torch.as_tensor(r, dtype=torch.float))
+    try: r = torch.as_tensor(r, dtype=torch.float)
+    except (TypeError, ValueError, RuntimeError): raise TypeError(f"r: expected numbers in [0, 1], got {type(r).__name__}") from None
+    if r.isnan().any() or r.min() < 0 or r.max() > 1: raise ValueError("r: expected progress values in [0, 1]")
+    return torch.cos(math.pi / 2 * r)
 
 def masked_counts(n_tokens: int, steps: int) -> list[int]:
     """Tokens still masked after each of `steps` decoding steps: floor(N gamma((t+1)/T)), with every step revealing
     at least one token and the last revealing all that remain."""
-    if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    check_number(n_tokens, "n_tokens", low=1, integer=True); check_number(steps, "steps", low=1, integer=True)
     if steps > n_tokens: raise ValueError(f"steps: {steps} steps cannot each reveal a token of a {n_tokens}-token map")
     counts, prev = [], n_tokens
     for t in range(steps):
@@ -42,6 +45,7 @@ def mask_id(model: Transformer) -> int:
 def mask_ratios(n: int, kind: str = "cosine", generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Training mask ratios (n,): 'cosine' is gamma(r) with r ~ U[0, 1) (MaskGIT); 'mar' a Gaussian N(1, 0.25)
     truncated to [0.7, 1] (MAR)."""
+    check_number(n, "n", low=0, integer=True)
     u = torch.rand(n, generator=generator, device=device)
     if kind == "cosine": return cosine_schedule(u)
     if kind == "mar":  # inverse-CDF draw from the truncated Gaussian
@@ -51,6 +55,8 @@ def mask_ratios(n: int, kind: str = "cosine", generator: torch.Generator | None 
 
 def random_masks(ratios: torch.Tensor, n_tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "Boolean masks (B, N) with ceil(ratio N) randomly chosen positions set (at least one) per row."
+    check_tensor(ratios, "ratios", ndim=1, kind="float"); check_number(n_tokens, "n_tokens", low=1, integer=True)
+    if ratios.isnan().any() or (ratios < 0).any() or (ratios > 1).any(): raise ValueError("ratios: expected values in [0, 1]")
     k = (ratios * n_tokens).ceil().clamp(1, n_tokens)
     ranks = torch.rand(len(ratios), n_tokens, generator=generator, device=ratios.device).argsort(1).argsort(1)
     return ranks < k[:, None]
@@ -58,6 +64,7 @@ def random_masks(ratios: torch.Tensor, n_tokens: int, generator: torch.Generator
 def masked_loss(model: Transformer, ids: torch.Tensor, labels: torch.Tensor | None = None, kind: str = "cosine",
                 generator: torch.Generator | None = None) -> torch.Tensor:
     "Cross-entropy (nats) on the masked positions of token maps (B, N) masked at random ratios."
+    check_ids(ids, "ids", mask_id(model)); check_tensor(ids, "ids", ndim=2)  # real codes only: the last id is [MASK]
     masks = random_masks(mask_ratios(len(ids), kind, generator, ids.device), ids.shape[1], generator)
     logits = model(ids.masked_fill(masks, mask_id(model)), labels, mask="full")[:, 1:]  # drop the class position
     return F.cross_entropy(logits[masks].float(), ids[masks])
@@ -86,7 +93,7 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     (MaskGIT, log-prob + annealed Gumbel `noise`) or 'random' (MAR). N defaults to the model's RoPE grid. With
     `return_history`, also the maps after every step ([MASK] where still unknown)."""
     c, dev = model.config, next(model.parameters()).device
-    N = n_tokens or c.n_tokens
+    N = c.n_tokens if n_tokens is None else check_number(n_tokens, "n_tokens", low=1, integer=True)
     if N + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
     if order not in ORDERS: raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, check_ids, check_number, eval_mode, load_model
+from .core import Config, check_ids, check_number, check_tensor, eval_mode, load_model
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
@@ -24,8 +24,10 @@ __all__ = ['NEXT_SCALE_SAMPLER', 'check_scales', 'Phi', 'MultiScaleQuantizer', '
 # %% ../nbs/40_next_scale.ipynb #4adccb79
 def check_scales(scales, latent_size: int) -> tuple[int, ...]:
     "Validate a coarse-to-fine scale list: positive, strictly increasing, ending at the latent size."
-    try: scales = tuple(int(s) for s in scales)
-    except (TypeError, ValueError): raise ValueError(f"scales: expected a sequence of ints, got {scales!r}") from None
+    if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__") or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in scales):
+        raise ValueError(f"scales: expected a sequence of ints, got {scales!r}")
+    scales = tuple(scales)
     if not scales or min(scales) < 1: raise ValueError(f"scales: expected positive sizes, got {scales}")
     if any(a >= b for a, b in zip(scales, scales[1:])): raise ValueError(f"scales: expected strictly increasing sizes, got {scales}")
     if scales[-1] != latent_size: raise ValueError(f"scales: the last scale must be the latent size {latent_size}, got {scales[-1]}")
@@ -58,6 +60,7 @@ class MultiScaleQuantizer(nn.Module):
     def forward(self, f: torch.Tensor) -> Quantized:
         if not isinstance(f, torch.Tensor) or f.ndim != 4 or tuple(f.shape[1:]) != (self.dim, self.size, self.size):
             raise ValueError(f"f: expected latents (B, {self.dim}, {self.size}, {self.size}), got {tuple(getattr(f, 'shape', ()))}")
+        check_tensor(f, "f", kind="float")
         rest, f_hat, loss, ids, rows = f.detach(), torch.zeros_like(f), f.new_zeros(()), [], []
         for k, s in enumerate(self.scales):
             r = F.interpolate(rest, size=(s, s), mode="area") if s != self.size else rest
@@ -80,6 +83,7 @@ class MultiScaleQuantizer(nn.Module):
 
     def decode_ids(self, ids: torch.Tensor, n_scales: int | None = None) -> torch.Tensor:
         "The latent (B, D, S, S) rebuilt from concatenated ids, using the first `n_scales` scales (default all)."
+        if n_scales is not None: check_number(n_scales, "n_scales", low=1, high=len(self.scales), integer=True)
         maps = self.split(ids)[:n_scales]
         return sum(self.embed_scale(k, m) for k, m in enumerate(maps))
 
@@ -131,6 +135,8 @@ class MultiScaleTokenizer(nn.Module):
 # %% ../nbs/40_next_scale.ipynb #b44cc593
 def scale_positions(scales, size: int) -> torch.Tensor:
     "2D RoPE positions (1 + sum s^2, 2): the class token at (0, 0), then each scale's cell centres on the size x size grid."
+    check_number(size, "size", low=1, integer=True)
+    for s in scales: check_number(s, "scales", low=1, integer=True)
     pos = [torch.zeros(1, 2)]
     for s in scales:
         c = (torch.arange(s) + 0.5) * size / s - 0.5
@@ -166,8 +172,8 @@ class NextScalePrior(nn.Module):
     def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         "Teacher-forced logits (B, L, V) for all scales from ids of (at least) every scale but the last."
         q, L = self.quantizer, sum(self.quantizer.lengths)
-        if ids.ndim != 2 or ids.shape[1] < L - q.lengths[-1]:
-            raise ValueError(f"ids: expected (B, >= {L - q.lengths[-1]}) token ids, got {tuple(ids.shape)}")
+        if ids.ndim != 2 or not L - q.lengths[-1] <= ids.shape[1] <= L:
+            raise ValueError(f"ids: expected (B, {L - q.lengths[-1]}..{L}) token ids (every scale but the last, at least), got {tuple(ids.shape)}")
         check_ids(ids, "ids", q.n_codes)
         maps = [m.reshape(len(ids), s, s) for m, s in zip(ids[:, :L - q.lengths[-1]].split(q.lengths[:-1], 1), q.scales)]
         f_hat, embeds = 0, []

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_ids, check_number, eval_mode, load_model, make_generator, train_loop
+from .core import Config, check_batching, check_ids, check_number, check_tensor, eval_mode, load_model, make_generator, train_loop
 from .data import endless, make_loader
 from .eval import bits_per_dim
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, train_or_load
@@ -25,6 +25,8 @@ class MaskedConv2d(nn.Conv2d):
     "Convolution whose kernel sees only earlier pixels in raster order: mask 'A' hides the centre, 'B' keeps it."
     def __init__(self, c_in: int, c_out: int, k: int, mask: str):
         if mask not in ("A", "B"): raise ValueError(f"mask: expected 'A' or 'B', got {mask!r}")
+        check_number(k, "k", low=1, integer=True)
+        if k % 2 == 0: raise ValueError(f"k: expected an odd kernel width (a centre pixel to mask), got {k}")
         super().__init__(c_in, c_out, k, padding=k // 2)
         m = torch.ones(k, k)
         m[k // 2, k // 2 + (mask == "B"):] = 0
@@ -37,6 +39,7 @@ class NaivePixelCNN(nn.Module):
     "A plain stack of masked convolutions (mask A, then B): simple, and blind to a wedge of the context."
     def __init__(self, channels: int = 32, layers: int = 6):
         super().__init__()
+        check_number(channels, "channels", low=1, integer=True); check_number(layers, "layers", low=1, integer=True)
         mods = [MaskedConv2d(1, channels, 3, "A"), nn.ReLU()]
         for _ in range(layers - 1): mods += [MaskedConv2d(channels, channels, 3, "B"), nn.ReLU()]
         self.body, self.head = nn.Sequential(*mods), nn.Conv2d(channels, 256, 1)
@@ -45,6 +48,7 @@ class NaivePixelCNN(nn.Module):
 
 def receptive_field(model: nn.Module, r: int, c: int, size: int = 28, labels: torch.Tensor | None = None) -> torch.Tensor:
     "|d logits(r, c) / d input| as an image: which input pixels the prediction at (r, c) depends on."
+    check_number(r, "r", low=0, high=size - 1, integer=True); check_number(c, "c", low=0, high=size - 1, integer=True)
     x = torch.zeros(1, 1, size, size, requires_grad=True)
     out = model.predict(x, labels if labels is not None else torch.zeros(1, dtype=torch.long))
     out[0, :, r, c].sum().backward()
@@ -53,6 +57,7 @@ def receptive_field(model: nn.Module, r: int, c: int, size: int = 28, labels: to
 # %% ../nbs/10_pixels.ipynb #5f3f26cd
 def shift_down(x: torch.Tensor) -> torch.Tensor:
     "Move feature maps one row down (row 0 becomes zeros): row r then carries what row r - 1 saw."
+    check_tensor(x, "x", ndim=4)
     return F.pad(x, (0, 0, 1, 0))[:, :, :-1]
 
 class GatedLayer(nn.Module):
@@ -135,6 +140,7 @@ class GatedPixelCNN(nn.Module):
 @torch.no_grad()
 def dataset_bits_per_dim(model: GatedPixelCNN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 250) -> float:
     "Exact bits/dim of `images` under `model` (mean over images)."
+    check_batching(images, "images", batch_size)
     dev = next(model.parameters()).device
     with eval_mode(model):
         nll = torch.cat([model.nll(images[i:i + batch_size].to(dev), labels[i:i + batch_size].to(dev)).cpu()
@@ -144,6 +150,7 @@ def dataset_bits_per_dim(model: GatedPixelCNN, images: torch.Tensor, labels: tor
 def train_pixelcnn(model: GatedPixelCNN, images, labels, steps: int = 744, batch_size: int = 64, lr: float = 3e-3,
                    label_dropout: float = 0.1, seed: int = 0) -> list[float]:
     "Maximum-likelihood training for `steps` steps with `core.train_loop`; returns the loss (bits/dim) per step."
+    check_number(label_dropout, "label_dropout", low=0, high=1)
     g = make_generator(seed)  # label dropout draws: their own stream, so batches and dropout stay reproducible
     def nll(model, batch):
         xb, yb = batch
@@ -156,8 +163,7 @@ def train_pixelcnn(model: GatedPixelCNN, images, labels, steps: int = 744, batch
 
 # %% ../nbs/10_pixels.ipynb #e5f6de96
 def _check_sampling(model, labels, temperature, cfg_scale):
-    check_ids(labels, "labels", model.config.n_classes + 1)
-    if labels.ndim != 1: raise ValueError(f"labels: expected shape (B,), got {tuple(labels.shape)}")
+    check_ids(labels, "labels", model.config.n_classes + 1); check_tensor(labels, "labels", ndim=1, nonempty=True)
     check_number(temperature, "temperature", low=0)
     check_number(cfg_scale, "cfg_scale", low=0)
 

@@ -311,7 +311,7 @@ class Guidance:
     model sees 2B rows (`labels`: the B labels, then B null-class labels; `double(x)`: inputs repeated to match) and
     `mix(out)` turns its 2B output rows back into B guided ones with `cfg_logits`; with `scale` == 1 both are no-ops."""
     def __init__(self, labels: torch.Tensor, null_class: int, scale: float = 1.0, device=None):
-        check_tensor(labels, "labels", ndim=1, kind="int")
+        check_tensor(labels, "labels", ndim=1, kind="int", nonempty=True)
         check_number(scale, "cfg_scale", low=0)
         self.scale, self.n, self.on = scale, len(labels), scale != 1.0
         labels = labels.to(device) if device is not None else labels

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
+from .core import Config, check_batching, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -33,6 +33,7 @@ class Quantized(NamedTuple):
 
 def codebook_stats(indices: torch.Tensor, n_codes: int) -> tuple[float, float]:
     "Share of the `n_codes` codes that occur in `indices`, and the perplexity exp(H) of their histogram."
+    check_number(n_codes, "n_codes", low=1, integer=True); check_ids(indices, "indices", n_codes)
     counts = torch.bincount(indices.flatten(), minlength=n_codes).float()
     p = counts / counts.sum().clamp(min=1)
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
@@ -54,6 +55,7 @@ class Quantizer(nn.Module):
 
     def indices_of(self, z_q: torch.Tensor) -> torch.Tensor:
         "Code ids (B, H, W) of quantized latents (B, D, H, W): the inverse of `codes`."
+        check_tensor(z_q, "z_q", ndim=4, kind="float")
         B, _, H, W = z_q.shape
         return self.ids_of(rearrange(z_q, "b d h w -> (b h w) d")).reshape(B, H, W)
 
@@ -71,6 +73,8 @@ class Quantizer(nn.Module):
 # %% ../nbs/20_vq.ipynb #7b249d3c
 def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     "Index of the nearest row of `codebook` (K, D) for each row of `flat` (N, D), by squared distance."
+    check_tensor(flat, "flat", ndim=2, kind="float"); check_tensor(codebook, "codebook", ndim=2, kind="float", nonempty=True)
+    if flat.shape[1] != codebook.shape[1]: raise ValueError(f"codebook: expected (K, {flat.shape[1]}) to match flat's D, got {tuple(codebook.shape)}")
     d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)[None]
     return d.argmin(1)
 
@@ -78,6 +82,7 @@ class VectorQuantizer(Quantizer):
     "VQ-VAE quantizer: nearest code, codebook loss + beta * commitment loss, straight-through; `l2` as LlamaGen."
     def __init__(self, n_codes: int = 512, dim: int = 8, beta: float = 0.25, l2: bool = False):
         super().__init__()
+        check_number(n_codes, "n_codes", low=1, integer=True); check_number(dim, "dim", low=1, integer=True); check_number(beta, "beta", low=0)
         self.n_codes, self.dim, self.beta, self.l2 = n_codes, dim, beta, l2
         self.codebook = nn.Parameter(torch.randn(n_codes, dim) if l2 else torch.empty(n_codes, dim).uniform_(-1 / n_codes, 1 / n_codes))
 
@@ -99,6 +104,8 @@ class EMAVectorQuantizer(Quantizer):
     def __init__(self, n_codes: int = 512, dim: int = 8, beta: float = 0.25, decay: float = 0.99,
                  eps: float = 1e-5, dead_threshold: float = 1.0):
         super().__init__()
+        check_number(n_codes, "n_codes", low=1, integer=True); check_number(dim, "dim", low=1, integer=True); check_number(beta, "beta", low=0)
+        check_number(decay, "decay", low=0, high=1, high_open=True); check_number(eps, "eps", low=0, low_open=True)
         self.n_codes, self.dim, self.beta, self.decay, self.eps, self.dead_threshold = n_codes, dim, beta, decay, eps, dead_threshold
         init = torch.randn(n_codes, dim)
         self.register_buffer("embed", init.clone())
@@ -135,7 +142,8 @@ class FSQ(Quantizer):
     "Finite scalar quantization: bound each dim with tanh, round to `levels[i]` values; index = mixed-radix digits."
     def __init__(self, levels: tuple = (8, 8, 8), eps: float = 1e-3):
         super().__init__()
-        if len(levels) < 1 or any(int(l) < 2 for l in levels): raise ValueError(f"levels: expected ints >= 2, got {levels!r}")
+        if not isinstance(levels, (tuple, list)) or len(levels) < 1 or any(isinstance(l, bool) or not isinstance(l, int) or l < 2 for l in levels):
+            raise ValueError(f"levels: expected a tuple of ints >= 2, got {levels!r}")
         self.levels, self.dim, self.n_codes = tuple(int(l) for l in levels), len(levels), math.prod(levels)
         L = torch.tensor(self.levels, dtype=torch.float32)
         self.register_buffer("L", L, persistent=False)
@@ -168,7 +176,7 @@ class LFQ(Quantizer):
     def __init__(self, bits: int = 9, entropy_weight: float = 0.1, commitment: float = 0.25,
                  diversity: float = 1.0, inv_temperature: float = 100.0):
         super().__init__()
-        if not 1 <= bits <= 16: raise ValueError(f"bits: expected 1..16, got {bits}")
+        check_number(bits, "bits", low=1, high=16, integer=True)
         self.dim, self.n_codes = bits, 2 ** bits
         self.entropy_weight, self.commitment, self.diversity, self.inv_temperature = entropy_weight, commitment, diversity, inv_temperature
         self.register_buffer("powers", 2 ** torch.arange(bits), persistent=False)
@@ -198,6 +206,7 @@ def make_quantizer(kind: str, n_codes: int = 512, code_dim: int = 8, fsq_levels:
     if kind == "ema": return EMAVectorQuantizer(n_codes, code_dim, beta)
     if kind == "fsq": return FSQ(fsq_levels)
     if kind == "lfq":
+        check_number(n_codes, "n_codes", low=2, integer=True)
         bits = int(math.log2(n_codes))
         if 2 ** bits != n_codes: raise ValueError(f"n_codes: LFQ needs a power of two, got {n_codes}")
         return LFQ(bits)
@@ -297,6 +306,7 @@ def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, bat
 @torch.no_grad()
 def evaluate_tokenizer(tok: Tokenizer, images: torch.Tensor, batch_size: int = 500) -> tuple[dict, torch.Tensor]:
     "Usage %, perplexity, MSE and PSNR over `images`, and the uint8 reconstructions."
+    check_batching(images, "images", batch_size)
     recs, ids, se = [], [], 0.0
     with eval_mode(tok):
         for i in range(0, len(images), batch_size):
@@ -320,6 +330,7 @@ def sample_images(tokenizer: Tokenizer, prior: Transformer, labels: torch.Tensor
     "Class-conditional uint8 images (B, 1, H, W): tokens from the prior (LlamaGen CFG), pixels from the tokenizer."
     if prior.config.vocab_size != tokenizer.n_codes:
         raise ValueError(f"prior: vocab_size {prior.config.vocab_size} != the tokenizer's {tokenizer.n_codes} codes")
+    check_batching(labels, "labels", batch_size)
     h, w = tokenizer.grid
     out = []
     for i in range(0, len(labels), batch_size):

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import check_ids, check_number, eval_mode, train_loop
+from .core import check_batching, check_ids, check_number, check_tensor, eval_mode, train_loop
 from .data import endless, jpeg_bytes, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Guidance, Transformer, generate
@@ -39,6 +39,7 @@ def code_clusters(codebook: torch.Tensor, k: int, iters: int = 50, seed: int = 0
 @torch.no_grad()
 def reencode_rate(tokenizer, ids: torch.Tensor, batch_size: int = 500) -> float:
     "Share of tokens of maps (B, h, w) that decode -> encode returns unchanged."
+    check_batching(ids, "ids", batch_size)
     same = sum((tokenizer.encode(tokenizer.decode(b)).cpu() == b.cpu()).sum().item() for b in ids.split(batch_size))
     return same / ids.numel()
 
