@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .core import check_number, eval_mode
+from .core import check_ids, check_number, check_tensor, eval_mode
 from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
 
 # %% auto #0
@@ -17,7 +17,7 @@ __all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'StaticDecod
 # %% ../nbs/70_acceleration.ipynb #0449ce63
 def code_neighbours(codebook: torch.Tensor, k: int) -> torch.Tensor:
     "Groups for GSD: the k nearest codebook entries of every code (itself first), (V, k) ids."
-    if not 1 <= k <= len(codebook): raise ValueError(f"k: expected 1..{len(codebook)}, got {k}")
+    check_tensor(codebook, "codebook", ndim=2, nonempty=True); check_number(k, "k", low=1, high=len(codebook), integer=True)
     return torch.cdist(codebook.float(), codebook.float()).topk(k, dim=1, largest=False).indices
 
 def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
@@ -40,6 +40,7 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     V, B = c.vocab_size, len(labels)
     if groups is not None and (groups.ndim != 2 or len(groups) != V):
         raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
+    if groups is not None: check_ids(groups, "groups", V)
     if group_gap is not None: check_number(group_gap, "group_gap", low=0, low_open=True)
     if group_gap is not None and groups is None: raise ValueError("group_gap: a probability gap needs groups as well")
     if group_rank is not None and (groups is None or not isinstance(group_rank, int) or group_rank < 0):
@@ -175,6 +176,7 @@ class StaticDecoder:
 
 def ms_per_step(fn, n_steps: int, rounds: int = 3) -> float:
     "Median milliseconds per token step of `fn()` (one whole decode of `n_steps` tokens), after one warm-up call."
+    check_number(n_steps, "n_steps", low=1, integer=True); check_number(rounds, "rounds", low=1, integer=True)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     fn(); times = []
     for _ in range(rounds):

@@ -8,7 +8,7 @@ import argparse, datetime, sys, time
 from pathlib import Path
 import torch
 import argen_lit
-from .core import InputError, atomic_path, check_number, default_device
+from .core import InputError, InputNotFoundError, atomic_path, check_number, default_device
 
 # %% auto #0
 __all__ = ['course_dir', 'find_notebooks', 'run_notebook', 'record_provenance', 'run_course', 'format_results', 'info',
@@ -25,6 +25,7 @@ def course_dir() -> Path:
 def find_notebooks(names=None, nbs: Path | None = None) -> list[Path]:
     "Course notebooks (NN_*.ipynb) by name, stem or number; all of them, in order, when `names` is empty."
     nbs = Path(nbs) if nbs is not None else course_dir()
+    if not nbs.is_dir(): raise InputError(f"nbs: {str(nbs)!r} is not a folder of notebooks")
     available = sorted(nbs.glob("[0-9]*.ipynb"))
     if not names: return available
     found = []
@@ -34,13 +35,17 @@ def find_notebooks(names=None, nbs: Path | None = None) -> list[Path]:
         hits = [p for p in available if p.stem == stem or p.stem.split("_")[0] == stem]
         if len(hits) != 1:
             raise InputError(f"notebook: {name!r} matches {len(hits)} notebooks; choose from {[p.stem for p in available]}")
+        if hits[0] in found: raise InputError(f"notebook: {name!r} is named more than once")
         found.append(hits[0])
     return found
 
 # %% ../nbs/99_cli.ipynb #60962b54
 def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800) -> float:
     "Execute `path` with papermill (SMOKE=`smoke`) into `out`; return the seconds taken (raises on failure)."
-    import papermill as pm
+    import papermill as pm, nbformat
+    try: nbformat.read(str(path), as_version=4)
+    except FileNotFoundError: raise InputNotFoundError(f"path: no notebook at {str(path)!r}") from None
+    except Exception as e: raise InputError(f"path: {str(path)!r} is not a notebook ({type(e).__name__})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     pm.execute_notebook(str(path), str(out), parameters={"SMOKE": smoke}, kernel_name="python3",
@@ -73,6 +78,8 @@ def run_course(names=None, full: bool = False, out_dir: str | Path = "runs/noteb
                timeout: int = 1800) -> list[dict]:
     "Run notebooks in order, printing a line per notebook and a table at the end; returns one record each."
     check_number(timeout, "timeout", low=1, integer=True)
+    if in_place and Path(out_dir) != Path("runs/notebooks"):
+        raise InputError("out_dir: --in-place writes over the sources; leave out --out-dir")
     if not in_place and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise InputError(f"out_dir: {str(out_dir)!r} is a file, expected a folder")
     paths, results = find_notebooks(names), []

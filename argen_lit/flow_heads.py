@@ -77,6 +77,7 @@ class LatentTokenizer(nn.Module):
         if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n, C):
             got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"{name}: expected float tokens (B, {n}, {C}), got {got}")
+        check_tensor(tokens, name, finite=True)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -119,6 +120,8 @@ def latent_psnr(tok: LatentTokenizer, images: torch.Tensor, batch_size: int = 50
 # %% ../nbs/60_flow_heads.ipynb #d166fbdf
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     "Sinusoidal features (N, dim) of times t in [0, 1] (N,) or (N, 1), scaled by 1000 as in DiT/MAR."
+    check_number(dim, "dim", low=2, integer=True); check_number(max_period, "max_period", low=0, low_open=True)
+    if dim % 2: raise ValueError(f"dim: expected an even width (cos and sin halves), got {dim}")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float) / half)
     a = 1000 * t.reshape(-1, 1).float() * freqs
@@ -162,6 +165,7 @@ def flow_loss(head, x: torch.Tensor, z: torch.Tensor, draws: int = 4, generator:
     """Flow matching: x_t = t x + (1 - t) eps with t ~ U[0, 1], loss ||head(x_t, t, z) - (x - eps)||^2 averaged,
     each token (N, C) trained with `draws` noise draws (MAR uses 4). `head` is any callable (x_t, t, z) -> v."""
     check_number(draws, "draws", low=1, integer=True)
+    if len(z) != len(x): raise ValueError(f"z: {len(z)} conditions for {len(x)} tokens")
     x, z = x.repeat(draws, 1), z.repeat(draws, 1)
     t = torch.rand(len(x), 1, device=x.device, generator=generator)
     eps = torch.randn(x.shape, device=x.device, generator=generator)
@@ -170,7 +174,7 @@ def flow_loss(head, x: torch.Tensor, z: torch.Tensor, draws: int = 4, generator:
 
 def euler_sample(velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
     "Integrate dx/dt = velocity(x, t) from t = 0 (x = `noise`) to t = 1 in `steps` Euler steps."
-    if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+    check_number(steps, "steps", low=1, integer=True)
     x = noise
     for k in range(steps):
         t = torch.full((len(x), 1), k / steps, device=x.device)
@@ -216,6 +220,8 @@ class FlowPrior(nn.Module):
         if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tokens.shape[-1] != C:
             got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(f"{name}: expected float tokens (B, T, {C}), got {got}")
+        check_tensor(tokens, name, finite=True)
+        if tokens.shape[1] > self.n_tokens: raise ValueError(f"{name}: {tokens.shape[1]} tokens, more than the prior's {self.n_tokens}")
 
     def conditions(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         "Teacher-forced conditions (B, T, d): position i sees the class token and tokens 0..i-1 (causal order)."
@@ -238,6 +244,8 @@ class FlowPrior(nn.Module):
                      generator: torch.Generator | None = None) -> torch.Tensor:
         """One token per row (B, C) from conditions `z` (B, d), or (2B, d) = conditional rows then null-class rows
         when `cfg_scale` != 1: guidance u + s (c - u) on the velocity (the prediction, for the MSE head)."""
+        check_number(steps, "steps", low=1, integer=True); check_number(cfg_scale, "cfg_scale", low=0)
+        check_number(temperature, "temperature", low=0)
         guided = cfg_scale != 1.0
         B = len(z) // 2 if guided else len(z)
         def guide(out): return cfg_logits(out[:B], out[B:], cfg_scale) if guided else out  # on velocities, not logits
@@ -252,8 +260,7 @@ STEP_SCHEDULES = ("linear", "cosine", "geometric")
 def annealed_steps(n_tokens: int, start: int, end: int, kind: str = "linear") -> list[int]:
     """DiSA: head steps per token, from `start` at the first token to `end` at the last, by `kind` ('linear',
     'cosine': slow at both ends, 'geometric': evenly in log steps, so it falls fastest early)."""
-    for name, v in (("n_tokens", n_tokens), ("start", start), ("end", end)):
-        if not isinstance(v, int) or v < 1: raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    for name, v in (("n_tokens", n_tokens), ("start", start), ("end", end)): check_number(v, name, low=1, integer=True)
     if kind not in STEP_SCHEDULES: raise ValueError(f"kind: expected one of {STEP_SCHEDULES}, got {kind!r}")
     r = torch.linspace(0, 1, n_tokens, dtype=torch.float64)
     if kind == "linear": s = start + (end - start) * r
@@ -270,7 +277,7 @@ def sample_flow(model: FlowPrior, labels: torch.Tensor, steps: int | list[int] =
     N = model.n_tokens
     per_token = list(steps) if isinstance(steps, (list, tuple)) else [steps] * N
     if len(per_token) != N: raise ValueError(f"steps: expected an int or {N} per-token ints, got {len(per_token)}")
-    if any(not isinstance(s, int) or s < 1 for s in per_token): raise ValueError(f"steps: expected ints >= 1, got {steps!r}")
+    for s in per_token: check_number(s, "steps", low=1, integer=True)
     check_number(temperature, "temperature", low=0)
     bb, dev = model.backbone, next(model.parameters()).device
     cfg = Guidance(labels, bb.config.null_class, cfg_scale, dev)

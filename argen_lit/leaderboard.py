@@ -59,6 +59,7 @@ def leaderboard_table(records: list[dict]) -> str:
 
 def save_figure(records: list[dict], run: Path) -> Path:
     "samples.png: one row of ten samples (digits 0-9) per paradigm, in the table's order."
+    if not records: raise InputError("records: expected at least one record to draw")
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     recs = sorted(records, key=lambda r: r["metrics"]["fid"])

@@ -43,6 +43,8 @@ class Budget:
 
     def recipe(self, *fields: str) -> dict:
         "The values of `fields` (default: `PRIOR_FIELDS`): what a checkpoint trained under this budget depends on."
+        unknown = [f for f in fields if f not in self.__dataclass_fields__ or f == "_"]
+        if unknown: raise InputError(f"fields: {unknown} are not Budget fields")
         return {f: getattr(self, f) for f in fields or PRIOR_FIELDS}
 
 TOKENIZER_FIELDS = ("tok_steps", "tok_channels")                              # what a tokenizer depends on
@@ -79,7 +81,8 @@ def train_or_load(directory: str | Path, build: Callable[[], nn.Module], fit: Ca
     """Load the model saved in `directory`, or build it (after `seed_everything(0)`), `fit` it and save it there.
     Returns the model in eval mode and its training seconds. `recipe` (JSON-able) is saved with the model, and a
     folder saved under a different recipe is refused (one saved without a recipe, by an earlier version, is loaded)."""
-    directory, recipe = Path(directory), json.loads(json.dumps(recipe or {}))  # as JSON would read it back
+    try: directory, recipe = Path(directory), json.loads(json.dumps(recipe or {}))  # as JSON would read it back
+    except TypeError as e: raise InputError(f"recipe: expected JSON values (numbers, strings, lists, dicts): {e}") from None
     if is_checkpoint(directory):
         meta = read_meta(directory)
         if meta.get("recipe", recipe) != recipe:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import check_batching, check_ids, check_number, check_tensor, eval_mode, train_loop
+from .core import InputTypeError, check_batching, check_ids, check_number, check_tensor, eval_mode, train_loop
 from .data import endless, jpeg_bytes, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Guidance, Transformer, generate
@@ -23,8 +23,8 @@ __all__ = ['ATTACKS', 'code_clusters', 'reencode_rate', 'reencodable_tokenizer',
 # %% ../nbs/80_watermarking.ipynb #863b5b12
 def code_clusters(codebook: torch.Tensor, k: int, iters: int = 50, seed: int = 0) -> torch.Tensor:
     "Cluster id of every code (V,): k-means on the code vectors, started from farthest-point seeds (deterministic)."
-    x = codebook.detach().float().cpu()
-    if not 1 <= k <= len(x): raise ValueError(f"k: expected 1..{len(x)} clusters, got {k}")
+    x = check_tensor(codebook, "codebook", ndim=2, nonempty=True).detach().float().cpu()
+    check_number(k, "k", low=1, high=len(x), integer=True); check_number(iters, "iters", low=1, integer=True)
     first = int(torch.randint(len(x), (1,), generator=torch.Generator().manual_seed(seed)))
     centres, dist = [x[first]], torch.cdist(x, x[first:first + 1])[:, 0]
     for _ in range(k - 1):   # each new seed: the code farthest from the seeds so far
@@ -53,7 +53,7 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     random codes. The codebook is frozen. Returns (tokenizer, read-back loss per step)."""
     check_number(steps, "steps", low=1, integer=True)
     check_number(fidelity, "fidelity", low=0)
-    check_number(substitute, "substitute", low=0, high=1)
+    check_number(substitute, "substitute", low=0, high=1); check_number(sharpness, "sharpness", low=0, low_open=True)
     V, grid = tokenizer.n_codes, tuple(tokenizer.grid)
     check_ids(ids, "ids", V)
     if ids.ndim != 3 or tuple(ids.shape[1:]) != grid or len(ids) == 0:
@@ -91,6 +91,7 @@ def check_gamma(gamma) -> float:
 
 def key_generator(key: str, index: int = 0) -> torch.Generator:
     "A CPU generator seeded from a secret key (and an index), the same on every machine."
+    if not isinstance(key, str) or not key: raise InputTypeError(f"key: expected a non-empty str (the secret), got {key!r}")
     seed = int.from_bytes(hashlib.sha256(f"{key}/{index}".encode()).digest()[:8], "little") & (2**63 - 1)
     return torch.Generator().manual_seed(seed)
 
@@ -99,6 +100,8 @@ def green_lists(key: str, vocab_size: int, gamma: float = 0.25, pool: int = 4, c
     single codes, or with `clusters` (V,) whole clusters of codes."""
     gamma = check_gamma(gamma)
     if not isinstance(pool, int) or pool < 1: raise ValueError(f"pool: expected an int >= 1, got {pool!r}")
+    check_number(vocab_size, "vocab_size", low=2, integer=True)
+    if clusters is not None: check_ids(clusters, "clusters", vocab_size)
     unit = torch.arange(vocab_size) if clusters is None else clusters.cpu().long()
     if len(unit) != vocab_size: raise ValueError(f"clusters: expected one id per code ({vocab_size}), got {len(unit)}")
     n_units = int(unit.max()) + 1
@@ -111,6 +114,9 @@ def green_lists(key: str, vocab_size: int, gamma: float = 0.25, pool: int = 4, c
 def green_z(ids: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
     "z-scores (B, pool) of the green share of token maps (B, ...) under each green list (pool, V)."
     if ids.numel() == 0 or len(ids) == 0: raise ValueError("ids: expected at least one non-empty token map")
+    check_tensor(lists, "lists", ndim=2, nonempty=True); check_ids(ids, "ids", lists.shape[1])
+    share = lists.float().mean(1)
+    if (share == 0).any() or (share == 1).any(): raise ValueError("lists: each list needs some green and some red codes")
     ids = ids.reshape(len(ids), -1).cpu()
     n, gamma = ids.shape[1], lists.float().mean(1)                   # (pool,)
     green = lists[:, ids].float().sum(-1).T                           # (B, pool)
@@ -122,8 +128,8 @@ def sample_marked(prior: Transformer, labels: torch.Tensor, lists: torch.Tensor,
     the pool per image (other keywords go to `generate`)."""
     check_number(delta, "delta", low=0)
     c, dev = prior.config, next(prior.parameters()).device
-    if lists.ndim != 2 or lists.shape[1] != c.vocab_size:
-        raise ValueError(f"lists: expected (pool, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
+    if lists.ndim != 2 or lists.shape[1] != c.vocab_size or len(lists) == 0:
+        raise ValueError(f"lists: expected (pool >= 1, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
     which = torch.randint(len(lists), (len(labels),), generator=generator, device=generator.device if generator else "cpu")
     bias = lists.to(dev)[which.to(dev)].float() * delta
     return generate(prior, c.n_tokens, labels.to(dev), generator=generator, logit_bias=bias, **sample_kw).cpu()
@@ -132,11 +138,14 @@ def detect(tokenizer, images: torch.Tensor, lists: torch.Tensor) -> torch.Tensor
     "Detection from pixels: re-encode uint8 images (B, 1, H, W) and return the largest green z over the pool (B,)."
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0 or images.shape[-1] == 0:
         raise ValueError(f"images: expected a non-empty uint8 batch (B, 1, H, W), got {tuple(getattr(images, 'shape', ()))}")
+    if lists.ndim != 2 or lists.shape[1] != tokenizer.n_codes:
+        raise ValueError(f"lists: expected (pool, {tokenizer.n_codes}) for the tokenizer's {tokenizer.n_codes} codes, got {tuple(lists.shape)}")
     return green_z(tokenizer.encode(images).reshape(len(images), -1), lists).amax(1)
 
 # %% ../nbs/80_watermarking.ipynb #02138e97
 def code_pairs(codebook: torch.Tensor, key: str) -> torch.Tensor:
     "Partner of every code (V,): greedy nearest-neighbour matching in a key-shuffled order (an odd one out is its own partner)."
+    check_tensor(codebook, "codebook", ndim=2, nonempty=True); key_generator(key)  # the key is checked there
     V = len(codebook)
     d = torch.cdist(codebook.float().cpu(), codebook.float().cpu()); d.fill_diagonal_(float("inf"))
     partner, free = torch.arange(V), torch.ones(V, dtype=torch.bool)
@@ -150,6 +159,8 @@ def code_pairs(codebook: torch.Tensor, key: str) -> torch.Tensor:
 
 def pair_green_list(partner: torch.Tensor, key: str) -> torch.Tensor:
     "One green code per pair, chosen by the key: a (1, V) green list for `green_z` / `detect`."
+    check_ids(partner, "partner", len(partner))
+    if not torch.equal(partner[partner], torch.arange(len(partner))): raise ValueError("partner: expected a pairing (partner[partner[i]] == i), as code_pairs gives")
     idx = torch.arange(len(partner))
     coin = torch.rand(len(partner), generator=key_generator(key, -2)) < 0.5
     green = torch.where(idx < partner, coin, ~coin[partner])   # the lower id of a pair takes the coin, its partner the rest
@@ -161,6 +172,10 @@ def index_mark(prior: Transformer, ids: torch.Tensor, labels: torch.Tensor, part
     "Replace red tokens of sampled maps (B, N) by their green partner where log p drops by <= max_cost; (ids, replaced mask)."
     check_number(max_cost, "max_cost", low=0, allow_inf=True)
     dev, c = next(prior.parameters()).device, prior.config
+    check_ids(ids, "ids", c.vocab_size)
+    if partner.shape != (c.vocab_size,): raise ValueError(f"partner: expected ({c.vocab_size},) for vocab {c.vocab_size}, got {tuple(partner.shape)}")
+    check_ids(partner, "partner", c.vocab_size)
+    if green.shape != (1, c.vocab_size): raise ValueError(f"green: expected (1, {c.vocab_size}), got {tuple(green.shape)}")
     x, cfg = ids.to(dev), Guidance(labels, c.null_class, cfg_scale, dev)
     with eval_mode(prior): logp = cfg.mix(prior(cfg.double(x)[:, :-1], cfg.labels).float()).log_softmax(-1)
     mate = partner.to(dev)[x]
@@ -174,6 +189,8 @@ ATTACKS = ("none", "jpeg", "noise", "blur", "crop", "regen")
 def attack(images: torch.Tensor, kind: str, tokenizer=None, generator: torch.Generator | None = None) -> torch.Tensor:
     "Apply an image edit to uint8 images (B, 1, H, W): none, jpeg (q50), noise (sigma 20), blur (sigma 1), crop (3 px, resized back), regen (3 tokenizer cycles)."
     x = as_uint8_images(images, "images")
+    if kind not in ATTACKS: raise ValueError(f"kind: expected one of {ATTACKS}, got {kind!r}")
+    if generator is not None and generator.device.type != "cpu": raise ValueError(f"generator: expected a CPU generator, got one on {generator.device}")
     if kind == "none": return x
     if kind == "jpeg":
         return torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(jpeg_bytes(im, 50)))))[None] for im in x])
