@@ -8,7 +8,7 @@ import time
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from .core import check_ids, check_number, check_tensor, eval_mode
+from .core import InputError, check_ids, check_number, check_tensor, eval_mode
 from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
 
 # %% auto #0
@@ -36,15 +36,15 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     check_number(window, "window", low=1, integer=True)
     check_number(n_tokens, "n_tokens", low=1, integer=True)
     c, dev = model.config, next(model.parameters()).device
-    if n_tokens + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {n_tokens} + the class token exceed max_seq_len {c.max_seq_len}")
+    if n_tokens + 1 > c.max_seq_len: raise InputError(f"n_tokens: {n_tokens} + the class token exceed max_seq_len {c.max_seq_len}")
     V, B = c.vocab_size, len(labels)
     if groups is not None and (groups.ndim != 2 or len(groups) != V):
-        raise ValueError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
+        raise InputError(f"groups: expected ({V}, k) codebook ids, got {tuple(groups.shape)}")
     if groups is not None: check_ids(groups, "groups", V)
     if group_gap is not None: check_number(group_gap, "group_gap", low=0, low_open=True)
-    if group_gap is not None and groups is None: raise ValueError("group_gap: a probability gap needs groups as well")
+    if group_gap is not None and groups is None: raise InputError("group_gap: a probability gap needs groups as well")
     if group_rank is not None and (groups is None or not isinstance(group_rank, int) or group_rank < 0):
-        raise ValueError(f"group_rank: expected an int >= 0 together with groups, got {group_rank!r}")
+        raise InputError(f"group_rank: expected an int >= 0 together with groups, got {group_rank!r}")
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     cache = model.new_cache(len(cfg.labels), n_tokens + window + 1)
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
@@ -101,8 +101,8 @@ class StaticDecoder:
     def __init__(self, model: Transformer, batch_size: int, n_tokens: int, cfg_scale: float = 1.0,
                  temperature: float = 1.0, mode: str = "eager"):
         c, dev = model.config, next(model.parameters()).device
-        if mode not in DECODE_MODES: raise ValueError(f"mode: expected one of {DECODE_MODES}, got {mode!r}")
-        if mode == "cuda-graph" and dev.type != "cuda": raise ValueError("mode: 'cuda-graph' needs the model on a CUDA device")
+        if mode not in DECODE_MODES: raise InputError(f"mode: expected one of {DECODE_MODES}, got {mode!r}")
+        if mode == "cuda-graph" and dev.type != "cuda": raise InputError("mode: 'cuda-graph' needs the model on a CUDA device")
         check_number(n_tokens, "n_tokens", low=1, high=c.max_seq_len - 1, integer=True)  # the class token takes a place
         check_number(batch_size, "batch_size", low=1, integer=True)
         check_number(cfg_scale, "cfg_scale", low=0); check_number(temperature, "temperature", low=0)
@@ -160,7 +160,7 @@ class StaticDecoder:
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         "Token ids (B, n_tokens) for `labels` (B,): the class token through the model, then one fixed-shape step per token."
-        if len(labels) != self.B: raise ValueError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
+        if len(labels) != self.B: raise InputError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
         m, dev = self.model, self.slots.device
         lab = Guidance(labels, m.config.null_class, self.cfg.scale, dev).labels
         self.cache.length = 0

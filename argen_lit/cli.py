@@ -19,7 +19,7 @@ def course_dir() -> Path:
     "The `nbs/` folder of the clone this package was installed from."
     nbs = Path(argen_lit.__file__).resolve().parent.parent / "nbs"
     if not nbs.is_dir():
-        raise FileNotFoundError(f"no notebooks at {nbs}: the course runs from a clone (pip install -e .), not a wheel")
+        raise InputNotFoundError(f"no notebooks at {nbs}: the course runs from a clone (pip install -e .), not a wheel")
     return nbs
 
 def find_notebooks(names=None, nbs: Path | None = None) -> list[Path]:

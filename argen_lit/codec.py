@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile
 from pathlib import Path
-from .core import InputTypeError, check_batching, check_ids, check_number
+from .core import InputError, InputTypeError, check_batching, check_ids, check_number
 from .data import jpeg_bytes
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -31,7 +31,7 @@ def _check_bytes(data, name: str) -> bytes:
 def marker_segments(data: bytes) -> list[tuple[int, str, int]]:
     "(offset, marker name, length in bytes) of each segment of a JPEG header, up to and including SOS."
     data = _check_bytes(data, "data")
-    if not data.startswith(SOI): raise ValueError(f"data: a JPEG file starts with SOI (FF D8), got {data[:2].hex(' ') or 'nothing'}")
+    if not data.startswith(SOI): raise InputError(f"data: a JPEG file starts with SOI (FF D8), got {data[:2].hex(' ') or 'nothing'}")
     names = {0xE0: "APP0", 0xDB: "DQT", 0xC0: "SOF0", 0xC4: "DHT", 0xDA: "SOS", 0xDD: "DRI"}
     out, i = [(0, "SOI", 2)], 2
     while i + 4 <= len(data) and data[i] == 0xFF:
@@ -55,7 +55,7 @@ def strip_header(data: bytes, quality: int = 25, size: int = 28) -> bytes:
     "The entropy-coded scan of a JPEG file: the shared header and the final EOI removed (what the model learns)."
     data, head = _check_bytes(data, "data"), jpeg_header(quality, size)
     if not data.startswith(head) or not data.endswith(EOI):
-        raise ValueError(f"data: not a {size}x{size} grey JPEG with the quality-{quality} header of `jpeg_bytes`")
+        raise InputError(f"data: not a {size}x{size} grey JPEG with the quality-{quality} header of `jpeg_bytes`")
     return data[len(head):-2]
 
 def splice_header(scan: bytes, quality: int = 25, size: int = 28) -> bytes:
@@ -89,7 +89,7 @@ def _load(data: bytes, size: int, allow_truncated: bool) -> torch.Tensor:
             warnings.simplefilter("ignore")
             im = Image.open(io.BytesIO(data)); im.load()
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    if im.mode != "L" or im.size != (size, size): raise ValueError(f"decoded a {im.mode} image of size {im.size}")
+    if im.mode != "L" or im.size != (size, size): raise InputError(f"decoded a {im.mode} image of size {im.size}")
     return torch.from_numpy(np.array(im, dtype=np.uint8)).unsqueeze(0)
 
 def decode_scan(scan: bytes, quality: int = 25, size: int = 28) -> Decoded:
@@ -115,14 +115,14 @@ def scans_to_tokens(scans: list[bytes], max_len: int) -> torch.Tensor:
     scans = [_check_bytes(s, f"scans[{i}]") for i, s in enumerate(scans)]
     out = torch.full((len(scans), max_len + 1), PAD, dtype=torch.long)
     for i, s in enumerate(scans):
-        if len(s) > max_len: raise ValueError(f"scans: scan {i} has {len(s)} bytes, more than max_len={max_len}")
+        if len(s) > max_len: raise InputError(f"scans: scan {i} has {len(s)} bytes, more than max_len={max_len}")
         out[i, :len(s)] = torch.tensor(list(s), dtype=torch.long); out[i, len(s)] = EOS
     return out
 
 def tokens_to_scan(ids: torch.Tensor) -> bytes:
     "The bytes of one token row, up to the first EOS or PAD."
     check_ids(ids, "ids", BYTE_VOCAB)
-    if ids.ndim != 1: raise ValueError(f"ids: expected one row (T,), got shape {tuple(ids.shape)}")
+    if ids.ndim != 1: raise InputError(f"ids: expected one row (T,), got shape {tuple(ids.shape)}")
     ids = ids.tolist()
     end = next((i for i, t in enumerate(ids) if t >= 256), len(ids))
     return bytes(ids[:end])
@@ -134,7 +134,7 @@ def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality:
     """Class-conditional JPEG samples: scans written until EOS (or `max_len` bytes), repaired and decoded.
     Returns uint8 images (B, 1, size, size) — black where undecodable — their statuses and the raw scans."""
     if model.config.vocab_size != BYTE_VOCAB:
-        raise ValueError(f"model: vocab_size {model.config.vocab_size}, expected {BYTE_VOCAB} (bytes + EOS + PAD)")
+        raise InputError(f"model: vocab_size {model.config.vocab_size}, expected {BYTE_VOCAB} (bytes + EOS + PAD)")
     check_batching(labels, "labels", batch_size)
     check_number(max_len, "max_len", low=1, high=model.config.max_seq_len - 1, integer=True)
     check_number(quality, "quality", low=1, high=95, integer=True); check_number(size, "size", low=1, integer=True)

@@ -312,7 +312,8 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: f
 
 # %% ../nbs/00_core.ipynb #aca61a11
 def to_device(batch, device):
-    "A tensor, or a tuple/list of tensors (and Nones), moved to `device`."
+    "A tensor, or a tuple/list/dict of tensors (and Nones), moved to `device`."
+    device = default_device(device)
     if isinstance(batch, torch.Tensor): return batch.to(device)
     if isinstance(batch, (tuple, list)): return type(batch)(to_device(b, device) for b in batch)
     if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
@@ -364,9 +365,9 @@ def n_params(model: nn.Module, trainable_only: bool = False) -> int:
 def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:
     "Raise a clear error unless `ids` is an integer tensor with values in [0, upper) (and the given shape)."
     if not isinstance(ids, torch.Tensor) or ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+        raise InputTypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
     if shape is not None and tuple(ids.shape) != shape:
-        raise ValueError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
+        raise InputError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
     if ids.numel():
         lo, hi = ids.min().item(), ids.max().item()  # Python ints: a uint8 tensor compared with 256 would wrap
-        if lo < 0 or hi >= upper: raise ValueError(f"{name}: values must lie in [0, {upper - 1}], got [{lo}, {hi}]")
+        if lo < 0 or hi >= upper: raise InputError(f"{name}: values must lie in [0, {upper - 1}], got [{lo}, {hi}]")

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from PIL import Image
-from .core import InputError, InputNotFoundError, InputTypeError, check_ids, check_number, check_tensor, make_generator
+from .core import (InputError, InputNotFoundError, InputTypeError, check_ids, check_number, check_tensor,
+                            make_generator)
 
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
@@ -23,7 +24,7 @@ SPLITS = ("train", "test", "all")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 400, 100
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS: raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if split not in SPLITS: raise InputError(f"split: expected one of {SPLITS}, got {split!r}")
 
 def _per_class_split(labels: np.ndarray, split: str, n_train_frac: float | None = None, n_train: int | None = None) -> np.ndarray:
     "Indices of `split`: per class, the first part (in stored order) trains and the rest tests."
@@ -51,12 +52,12 @@ def load_mnist5k(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
 def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tensor:
     "Tile (N, C, H, W) images into one uint8 (C, H', W') picture, `nrow` images per row."
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images: expected a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+        raise InputError(f"images: expected a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     check_number(nrow, "nrow", low=1, integer=True); check_number(pad, "pad", low=0, integer=True)
-    if len(images) == 0: raise ValueError("images: expected at least one image, got 0")
+    if len(images) == 0: raise InputError("images: expected at least one image, got 0")
     if images.is_floating_point():
         if not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1:
-            raise ValueError(f"images: float images must be finite and lie in [0, 1], got [{images.min().item():.3g}, "
+            raise InputError(f"images: float images must be finite and lie in [0, 1], got [{images.min().item():.3g}, "
                              f"{images.max().item():.3g}]; pass uint8 for 0..255 intensities")
         images = (images * 255).round().to(torch.uint8)
     elif images.dtype != torch.uint8:
@@ -96,14 +97,14 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = 28,
     "Images under `path/<class>/*.png` as (uint8 (N,C,H,W), int64 labels, class names); `size` resizes."
     from PIL import Image
     root = Path(path)
-    if not root.is_dir(): raise FileNotFoundError(f"path: {str(root)!r} is not a folder")
+    if not root.is_dir(): raise InputNotFoundError(f"path: {str(root)!r} is not a folder")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
-        raise ValueError(f"path: {str(root)!r} holds no images in class sub-folders (want path/<class>/*.png)")
+        raise InputError(f"path: {str(root)!r} holds no images in class sub-folders (want path/<class>/*.png)")
     size = (size, size) if isinstance(size, int) else size
     if size is not None and (not isinstance(size, (tuple, list)) or len(size) != 2):
-        raise ValueError(f"size: expected a positive int, (h, w) or None, got {size!r}")
+        raise InputError(f"size: expected a positive int, (h, w) or None, got {size!r}")
     if size is not None: [check_number(s, "size", low=1, integer=True) for s in size]
     images = []
     for f, _ in files:
@@ -112,7 +113,7 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = 28,
         a = np.asarray(im, dtype=np.uint8)
         images.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
     if len({a.shape for a in images}) > 1:
-        raise ValueError("size: images differ in size; pass size= to resize them to one shape")
+        raise InputError("size: images differ in size; pass size= to resize them to one shape")
     return torch.from_numpy(np.stack(images)), torch.tensor([i for _, i in files]), classes
 
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN")
@@ -121,25 +122,26 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     "A torchvision dataset under `root` as (uint8 (N,C,H,W), int64 labels); downloads only if `download`."
     import torchvision.datasets as tvd
-    if name not in TORCHVISION_SETS: raise ValueError(f"name: expected one of {TORCHVISION_SETS}, got {name!r}")
-    if split not in ("train", "test"): raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    if name not in TORCHVISION_SETS: raise InputError(f"name: expected one of {TORCHVISION_SETS}, got {name!r}")
+    if split not in ("train", "test"): raise InputError(f"split: expected 'train' or 'test', got {split!r}")
     if name.startswith("CIFAR"): return _load_cifar(getattr(tvd, name), root, split, download)
     kw = {"split": split} if name == "SVHN" else {"train": split == "train"}
     if name == "EMNIST": kw["split"] = "digits"
     try: ds = getattr(tvd, name)(str(root), download=download, **kw)
     except RuntimeError as e:
-        raise FileNotFoundError(f"root: {name} not found under {str(root)!r}; pass download=True to fetch it") from e
+        raise InputNotFoundError(f"root: {name} not found under {str(root)!r}; pass download=True to fetch it") from e
     data = ds.data if isinstance(ds.data, torch.Tensor) else torch.from_numpy(np.asarray(ds.data))
     if data.ndim == 3: data = data.unsqueeze(1)
     elif data.shape[-1] == 3: data = data.permute(0, 3, 1, 2)  # CIFAR stores NHWC
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
-# %% ../nbs/01_data.ipynb #e50cc8dc
+# %% ../nbs/01_data.ipynb #f49c3430
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
-            ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+            ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+            ("_codecs", "encode")}  # protocol 2 writes bytes as _codecs.encode(text, 'latin1')
     def find_class(self, module, name):
         if (module, name) in self.SAFE: return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR batch holds only arrays and lists")
@@ -183,7 +185,7 @@ def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed
     check_number(copies, "copies", low=1, integer=True)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         raise InputTypeError(f"images: expected a uint8 tensor (0..255), got {getattr(images, 'dtype', type(images).__name__)}")
-    if len(labels) != len(images): raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
+    if len(labels) != len(images): raise InputError(f"labels: {len(labels)} labels for {len(images)} images")
     g = make_generator(seed)
     extra = [random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8) for _ in range(copies - 1)]
     return torch.cat([images, *extra]), labels.repeat(copies)
@@ -193,7 +195,7 @@ class TensorImages(Dataset):
     "(image, label) pairs from two tensors of the same length."
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None):
         if labels is not None and len(labels) != len(images):
-            raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
+            raise InputError(f"labels: {len(labels)} labels for {len(images)} images")
         self.images, self.labels = images, labels
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
@@ -204,7 +206,7 @@ def make_loader(images: torch.Tensor, labels: torch.Tensor | None = None, batch_
     "A DataLoader over in-memory tensors; `seed` fixes the shuffling order."
     check_number(batch_size, "batch_size", low=1, integer=True)
     if drop_last and batch_size > len(images):
-        raise ValueError(f"batch_size: {batch_size} is larger than the {len(images)} items (drop_last would leave no batch)")
+        raise InputError(f"batch_size: {batch_size} is larger than the {len(images)} items (drop_last would leave no batch)")
     return DataLoader(TensorImages(images, labels), batch_size=batch_size, shuffle=shuffle,
                       generator=make_generator(seed) if shuffle else None, drop_last=drop_last)
 
@@ -213,22 +215,22 @@ def endless(loader):
     while True:
         empty = True
         for batch in loader: empty = False; yield batch
-        if empty: raise ValueError("loader: no batches (no data, or drop_last with fewer items than a batch)")
+        if empty: raise InputError("loader: no batches (no data, or drop_last with fewer items than a batch)")
 
 DATASETS = {"mnist5k": load_mnist5k, "digits8": load_digits8}
 
 def load_dataset(name: str = "mnist5k", split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     "A shipped dataset by name: 'mnist5k' (28x28) or 'digits8' (8x8)."
-    if name not in DATASETS: raise ValueError(f"name: expected one of {sorted(DATASETS)}, got {name!r}")
+    if name not in DATASETS: raise InputError(f"name: expected one of {sorted(DATASETS)}, got {name!r}")
     return DATASETS[name](split)
 
 # %% ../nbs/01_data.ipynb #180aabd3
 def jpeg_bytes(image: torch.Tensor, quality: int = 25) -> bytes:
     "Baseline JPEG file of one uint8 (1, H, W) grey image: Pillow's standard Huffman tables, no restart markers."
     check_ids(image, "image", 256)
-    if image.ndim != 3 or image.shape[0] != 1: raise ValueError(f"image: expected uint8 (1, H, W), got {tuple(image.shape)}")
+    if image.ndim != 3 or image.shape[0] != 1: raise InputError(f"image: expected uint8 (1, H, W), got {tuple(image.shape)}")
     check_number(quality, "quality", low=1, high=95, integer=True)
-    if 0 in image.shape: raise ValueError(f"image: expected H, W >= 1, got {tuple(image.shape)}")
+    if 0 in image.shape: raise InputError(f"image: expected H, W >= 1, got {tuple(image.shape)}")
     buf = io.BytesIO()
     Image.fromarray(image[0].to(torch.uint8).numpy(), mode="L").save(buf, format="JPEG", quality=quality,
                                                                      optimize=False, progressive=False)

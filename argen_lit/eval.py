@@ -17,9 +17,9 @@ import torch_fidelity
 from safetensors.torch import load_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_module, check_number, check_tensor, default_device,
-                            eval_mode, load_checkpoint, load_config, make_generator, read_meta, save_checkpoint,
-                            train_loop, write_atomic)
+from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_module,
+                            check_number, check_tensor, default_device, eval_mode, load_checkpoint, load_config,
+                            make_generator, read_meta, save_checkpoint, train_loop, write_atomic)
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
@@ -38,7 +38,7 @@ class ClassifierConfig(Config):
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_classes")
         if len(self.widths) != 5 or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in self.widths):
-            raise ValueError(f"widths: expected 5 ints >= 1, got {self.widths!r}")
+            raise InputError(f"widths: expected 5 ints >= 1, got {self.widths!r}")
 
 def conv_bn(c_in: int, c_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU())
@@ -55,6 +55,10 @@ class DigitClassifier(nn.Module):
 
     def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "uint8 images in 0..255 (or floats in [0, 1]) -> (features, logits)."
+        check_tensor(images, "images", ndim=4)
+        if images.shape[1] != 1: raise InputError(f"images: expected one channel (B, 1, H, W), got {tuple(images.shape)}")
+        if images.is_floating_point() and images.numel() and (images.min() < 0 or images.max() > 1):
+            raise InputError("images: float images must lie in [0, 1]; pass uint8 for 0..255 intensities")
         x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
         f = self.body(x)
         return f, self.head(f)
@@ -66,7 +70,7 @@ class DigitClassifier(nn.Module):
 def classifier_accuracy(model: DigitClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     "Share of `images` whose predicted class equals `labels`."
     check_tensor(images, "images", ndim=4, nonempty=True); check_tensor(labels, "labels", ndim=1, kind="int")
-    if len(labels) != len(images): raise ValueError(f"labels: {len(labels)} labels for {len(images)} images")
+    if len(labels) != len(images): raise InputError(f"labels: {len(labels)} labels for {len(images)} images")
     check_number(batch_size, "batch_size", low=1, integer=True)
     dev = next(model.parameters()).device
     with eval_mode(model):
@@ -152,26 +156,26 @@ MIN_SAMPLES = 10  # fewer cannot support KID subsets or k-NN precision/recall
 
 def as_uint8_images(images, name: str = "samples") -> torch.Tensor:
     "Validate and convert images to uint8 (N, 1, 28, 28) (see the rules above); raise naming `name` otherwise."
-    if not isinstance(images, torch.Tensor): raise TypeError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
+    if not isinstance(images, torch.Tensor): raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(images).__name__}")
     x = images.detach().cpu()
     if x.ndim == 3: x = x.unsqueeze(1)
     if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[2:]) != (28, 28):
-        raise ValueError(f"{name}: expected shape (N, 1, 28, 28) (or (N, 28, 28)), got {tuple(images.shape)}")
-    if x.dtype == torch.bool: raise TypeError(f"{name}: bool images are ambiguous; pass uint8 0..255 or floats in [0, 1]")
-    if x.is_complex(): raise TypeError(f"{name}: expected uint8 or real float images, got {x.dtype}")
+        raise InputError(f"{name}: expected shape (N, 1, 28, 28) (or (N, 28, 28)), got {tuple(images.shape)}")
+    if x.dtype == torch.bool: raise InputTypeError(f"{name}: bool images are ambiguous; pass uint8 0..255 or floats in [0, 1]")
+    if x.is_complex(): raise InputTypeError(f"{name}: expected uint8 or real float images, got {x.dtype}")
     if x.is_floating_point():
         if x.numel() and (torch.isnan(x).any() or x.min() < 0 or x.max() > 1):
-            raise ValueError(f"{name}: float images must lie in [0, 1] (got [{x.min().item():.3g}, {x.max().item():.3g}]); "
+            raise InputError(f"{name}: float images must lie in [0, 1] (got [{x.min().item():.3g}, {x.max().item():.3g}]); "
                              "pass uint8 for 0..255 intensities")
         return (x * 255).round().to(torch.uint8)
     if x.numel() and (x.min() < 0 or x.max() > 255):
-        raise ValueError(f"{name}: integer images must lie in 0..255, got [{x.min().item()}, {x.max().item()}]")
+        raise InputError(f"{name}: integer images must lie in 0..255, got [{x.min().item()}, {x.max().item()}]")
     return x.to(torch.uint8)
 
 class ImageSet(Dataset):
     "The Dataset torch-fidelity reads: one uint8 (C, H, W) tensor per item."
     def __init__(self, images: torch.Tensor, channels: int = 1):
-        if channels not in (1, 3): raise ValueError(f"channels: expected 1 or 3, got {channels!r}")
+        if channels not in (1, 3): raise InputError(f"channels: expected 1 or 3, got {channels!r}")
         self.images, self.channels = images, channels
     def __len__(self): return len(self.images)
     def __getitem__(self, i):
@@ -201,7 +205,7 @@ def _plain_tensor_file(path: str | Path, copy: Path) -> str:
 def _reference_images(reference) -> torch.Tensor:
     if isinstance(reference, str):
         if reference not in ("train", "test", "all"):
-            raise ValueError(f"reference: expected 'train', 'test', 'all' or a tensor of images, got {reference!r}")
+            raise InputError(f"reference: expected 'train', 'test', 'all' or a tensor of images, got {reference!r}")
         return load_mnist5k(reference)[0]
     return as_uint8_images(reference, "reference")
 
@@ -214,14 +218,14 @@ def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None
     n = min(len(x), len(ref))
     check_number(prc_neighborhood, "prc_neighborhood", low=1, high=n - 1, integer=True)  # k-NN radius among n samples
     if n < MIN_SAMPLES:
-        raise ValueError(f"samples: need at least {MIN_SAMPLES} samples and reference images for KID and precision/recall, "
+        raise InputError(f"samples: need at least {MIN_SAMPLES} samples and reference images for KID and precision/recall, "
                          f"got {len(x)} and {len(ref)}")
     if kid_subset_size is None: kid_subset_size = min(1000, n // 2)  # subsets must differ for KID's std to mean anything
     if not 2 <= kid_subset_size <= n:
-        raise ValueError(f"kid_subset_size: must lie in 2..{n} (the smaller set's size), got {kid_subset_size}")
+        raise InputError(f"kid_subset_size: must lie in 2..{n} (the smaller set's size), got {kid_subset_size}")
     if labels is not None:
         check_ids(labels, "labels", 10)
-        if len(labels) != len(x): raise ValueError(f"labels: {len(labels)} labels for {len(x)} samples")
+        if len(labels) != len(x): raise InputError(f"labels: {len(labels)} labels for {len(x)} samples")
     dev = default_device(device)
     check_number(batch_size, "batch_size", low=1, integer=True); check_number(prc_neighborhood, "prc_neighborhood", low=1, integer=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,10 +282,10 @@ def count_forward_passes(module: nn.Module):
 def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool = True) -> list[dict]:
     """Time samplers {name: (sample_fn(n) -> images, module)} on batches of `n_images`, interleaved over `rounds`.
     Returns one row per sampler: images_per_s (median), forward_passes_per_image, speedup over the first sampler."""
-    if not isinstance(samplers, dict) or not samplers: raise ValueError("samplers: give at least one {name: (sample_fn, module)}")
+    if not isinstance(samplers, dict) or not samplers: raise InputError("samplers: give at least one {name: (sample_fn, module)}")
     for k, v in samplers.items():
         if not (isinstance(v, tuple) and len(v) == 2 and callable(v[0]) and isinstance(v[1], nn.Module)):
-            raise ValueError(f"samplers[{k!r}]: expected (sample_fn, module), got {v!r:.80}")
+            raise InputError(f"samplers[{k!r}]: expected (sample_fn, module), got {v!r:.80}")
     check_number(n_images, "n_images", low=1, integer=True); check_number(rounds, "rounds", low=1, integer=True)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -306,7 +310,7 @@ def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: in
     check_number(n_bins, "n_bins", low=1, integer=True)
     for x, name in ((a, "a"), (b, "b")):
         check_ids(x, name, n_bins)
-        if x.numel() == 0: raise ValueError(f"{name}: expected at least one sample")
+        if x.numel() == 0: raise InputError(f"{name}: expected at least one sample")
     ca, cb = torch.bincount(a.flatten(), minlength=n_bins).double(), torch.bincount(b.flatten(), minlength=n_bins).double()
     big = (ca + cb) >= min_count
     ca = torch.cat([ca[big], ca[~big].sum()[None]]); cb = torch.cat([cb[big], cb[~big].sum()[None]])
@@ -320,7 +324,7 @@ def chi2_two_sample(a: torch.Tensor, b: torch.Tensor, n_bins: int, min_count: in
 def same_distribution(a: torch.Tensor, b: torch.Tensor, n_bins: int) -> dict:
     "Per-position chi-square tests between two (N, L) token samples: p-values, count under 0.01, Bonferroni min."
     check_tensor(a, "a", ndim=2, kind="int"); check_tensor(b, "b", ndim=2, kind="int")
-    if a.shape[1] != b.shape[1] or a.shape[1] == 0: raise ValueError(f"a/b: expected the same length L >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0: raise InputError(f"a/b: expected the same length L >= 1, got {tuple(a.shape)} and {tuple(b.shape)}")
     ps = [chi2_two_sample(a[:, i], b[:, i], n_bins)[2] for i in range(a.shape[1])]
     return {"p_values": ps, "n_below_0.01": sum(p < 0.01 for p in ps), "bonferroni_min_p": min(1.0, min(ps) * len(ps))}
 
@@ -335,7 +339,7 @@ def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) 
     "True-positive rate of scores `marked` at the threshold that at most `fpr` of `unmarked` scores exceed; (tpr, threshold)."
     check_number(fpr, "fpr", low=0, low_open=True, high=1, high_open=True)
     check_tensor(marked, "marked", ndim=1, nonempty=True); check_tensor(unmarked, "unmarked", ndim=1)
-    if len(unmarked) < math.ceil(1 / fpr): raise ValueError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
+    if len(unmarked) < math.ceil(1 / fpr): raise InputError(f"unmarked: need at least {math.ceil(1 / fpr)} scores for fpr {fpr}, got {len(unmarked)}")
     thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
     return (marked > thr).float().mean().item(), thr
 
@@ -390,9 +394,9 @@ def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str
     "Markdown: one row per record (ascending in metric `sort_by` if given, missing values last), its metric `columns`, sampler note and device."
     for r in records:
         if not isinstance(r, dict) or not isinstance(r.get("metrics"), dict) or "paradigm" not in r:
-            raise ValueError(f"records: each record needs 'paradigm' and a 'metrics' dict, got {r!r:.80}")
+            raise InputError(f"records: each record needs 'paradigm' and a 'metrics' dict, got {r!r:.80}")
     if sort_by is not None:
-        if not any(sort_by in r["metrics"] for r in records) and records: raise ValueError(f"sort_by: no record has a metric {sort_by!r}")
+        if not any(sort_by in r["metrics"] for r in records) and records: raise InputError(f"sort_by: no record has a metric {sort_by!r}")
         records = sorted(records, key=lambda r: (r["metrics"].get(sort_by) is None, r["metrics"].get(sort_by) or 0))
     head = ["paradigm", *(COLUMN_NAMES.get(c, c) for c in columns), "sampler", "device"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns) + "---|---|"]

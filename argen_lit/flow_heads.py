@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import Config, check_batching, check_number, check_tensor, eval_mode, load_model, train_loop
+from .core import (Config, InputError, check_batching, check_number, check_tensor, eval_mode, load_model,
+                            train_loop)
 from .data import endless, make_loader
 from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
@@ -35,15 +36,15 @@ class LatentConfig(Config):
     def __post_init__(self):
         super().__post_init__(); self._check_ints("latent_dim", "channels", "image_size")
         check_number(self.noise, "noise", low=0); check_number(self.prior_weight, "prior_weight", low=0)
-        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
+        if self.channels % 8: raise InputError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class LatentTokenizer(nn.Module):
     "Conv encoder -> continuous latents, no quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> tokens (B, 49, C)."
     def __init__(self, config: LatentConfig = LatentConfig()):
         super().__init__()
         self.config = c = config
-        if c.image_size % 4: raise ValueError(f"image_size: expected a multiple of 4, got {c.image_size}")
-        if c.latent_dim < 1: raise ValueError(f"latent_dim: expected >= 1, got {c.latent_dim}")
+        if c.image_size % 4: raise InputError(f"image_size: expected a multiple of 4, got {c.image_size}")
+        if c.latent_dim < 1: raise InputError(f"latent_dim: expected >= 1, got {c.latent_dim}")
         self.encoder, self.decoder = conv_encoder(c.channels, c.latent_dim), conv_decoder(c.channels, c.latent_dim)
         # per-channel statistics of the training latents: tokens are standardized, so the flow's N(0, 1) fits their scale
         self.register_buffer("shift", torch.zeros(c.latent_dim)); self.register_buffer("scale", torch.ones(c.latent_dim))
@@ -76,7 +77,7 @@ class LatentTokenizer(nn.Module):
         n, C = math.prod(self.grid), self.token_dim
         if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n, C):
             got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise ValueError(f"{name}: expected float tokens (B, {n}, {C}), got {got}")
+            raise InputError(f"{name}: expected float tokens (B, {n}, {C}), got {got}")
         check_tensor(tokens, name, finite=True)
 
     @torch.no_grad()
@@ -98,6 +99,7 @@ class LatentTokenizer(nn.Module):
 def train_latent_tokenizer(tok: LatentTokenizer, images: torch.Tensor, steps: int = 800, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0) -> list[float]:
     "Train on pixel MSE through the noisy posterior + the prior term, then fit the token scale; returns the MSE per step."
+    check_number(steps, "steps", low=1, integer=True)
     def loss(tok, xb):
         rec, z = tok(xb)
         mse = F.mse_loss(rec, xb.float() / 255)
@@ -121,7 +123,7 @@ def latent_psnr(tok: LatentTokenizer, images: torch.Tensor, batch_size: int = 50
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     "Sinusoidal features (N, dim) of times t in [0, 1] (N,) or (N, 1), scaled by 1000 as in DiT/MAR."
     check_number(dim, "dim", low=2, integer=True); check_number(max_period, "max_period", low=0, low_open=True)
-    if dim % 2: raise ValueError(f"dim: expected an even width (cos and sin halves), got {dim}")
+    if dim % 2: raise InputError(f"dim: expected an even width (cos and sin halves), got {dim}")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float) / half)
     a = 1000 * t.reshape(-1, 1).float() * freqs
@@ -165,7 +167,7 @@ def flow_loss(head, x: torch.Tensor, z: torch.Tensor, draws: int = 4, generator:
     """Flow matching: x_t = t x + (1 - t) eps with t ~ U[0, 1], loss ||head(x_t, t, z) - (x - eps)||^2 averaged,
     each token (N, C) trained with `draws` noise draws (MAR uses 4). `head` is any callable (x_t, t, z) -> v."""
     check_number(draws, "draws", low=1, integer=True)
-    if len(z) != len(x): raise ValueError(f"z: {len(z)} conditions for {len(x)} tokens")
+    if len(z) != len(x): raise InputError(f"z: {len(z)} conditions for {len(x)} tokens")
     x, z = x.repeat(draws, 1), z.repeat(draws, 1)
     t = torch.rand(len(x), 1, device=x.device, generator=generator)
     eps = torch.randn(x.shape, device=x.device, generator=generator)
@@ -196,11 +198,11 @@ class FlowPriorConfig(Config):
     def __post_init__(self):
         super().__post_init__(); self._check_ints("head_width", "head_depth")
         bc = TransformerConfig.from_dict(self.backbone)  # validates, and turns JSON lists back into tuples
-        if bc.vocab_size != 0: raise ValueError(f"backbone: continuous tokens need vocab_size=0, got {bc.vocab_size}")
+        if bc.vocab_size != 0: raise InputError(f"backbone: continuous tokens need vocab_size=0, got {bc.vocab_size}")
         self.backbone = bc.to_dict()
-        if self.head not in HEADS: raise ValueError(f"head: expected one of {HEADS}, got {self.head!r}")
+        if self.head not in HEADS: raise InputError(f"head: expected one of {HEADS}, got {self.head!r}")
         if self.token_dim < 1 or self.noise_draws < 1:
-            raise ValueError(f"token_dim/noise_draws: expected >= 1, got {self.token_dim}/{self.noise_draws}")
+            raise InputError(f"token_dim/noise_draws: expected >= 1, got {self.token_dim}/{self.noise_draws}")
 
 class FlowPrior(nn.Module):
     "The shared transformer over continuous tokens (in: a linear embedding; out: a condition per token) + a per-token head."
@@ -219,9 +221,9 @@ class FlowPrior(nn.Module):
         C = self.config.token_dim
         if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tokens.shape[-1] != C:
             got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise ValueError(f"{name}: expected float tokens (B, T, {C}), got {got}")
+            raise InputError(f"{name}: expected float tokens (B, T, {C}), got {got}")
         check_tensor(tokens, name, finite=True)
-        if tokens.shape[1] > self.n_tokens: raise ValueError(f"{name}: {tokens.shape[1]} tokens, more than the prior's {self.n_tokens}")
+        if tokens.shape[1] > self.n_tokens: raise InputError(f"{name}: {tokens.shape[1]} tokens, more than the prior's {self.n_tokens}")
 
     def conditions(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         "Teacher-forced conditions (B, T, d): position i sees the class token and tokens 0..i-1 (causal order)."
@@ -261,7 +263,7 @@ def annealed_steps(n_tokens: int, start: int, end: int, kind: str = "linear") ->
     """DiSA: head steps per token, from `start` at the first token to `end` at the last, by `kind` ('linear',
     'cosine': slow at both ends, 'geometric': evenly in log steps, so it falls fastest early)."""
     for name, v in (("n_tokens", n_tokens), ("start", start), ("end", end)): check_number(v, name, low=1, integer=True)
-    if kind not in STEP_SCHEDULES: raise ValueError(f"kind: expected one of {STEP_SCHEDULES}, got {kind!r}")
+    if kind not in STEP_SCHEDULES: raise InputError(f"kind: expected one of {STEP_SCHEDULES}, got {kind!r}")
     r = torch.linspace(0, 1, n_tokens, dtype=torch.float64)
     if kind == "linear": s = start + (end - start) * r
     elif kind == "cosine": s = end + (start - end) * (1 + torch.cos(math.pi * r)) / 2
@@ -276,7 +278,7 @@ def sample_flow(model: FlowPrior, labels: torch.Tensor, steps: int | list[int] =
     starting noise of each token's flow; guidance runs inside the head."""
     N = model.n_tokens
     per_token = list(steps) if isinstance(steps, (list, tuple)) else [steps] * N
-    if len(per_token) != N: raise ValueError(f"steps: expected an int or {N} per-token ints, got {len(per_token)}")
+    if len(per_token) != N: raise InputError(f"steps: expected an int or {N} per-token ints, got {len(per_token)}")
     for s in per_token: check_number(s, "steps", low=1, integer=True)
     check_number(temperature, "temperature", low=0)
     bb, dev = model.backbone, next(model.parameters()).device
@@ -296,7 +298,7 @@ def sample_flow_images(tokenizer: LatentTokenizer, prior: FlowPrior, labels: tor
     "uint8 images (B, 1, H, W): tokens from `sample_flow(prior, labels, **kw)`, pixels from the tokenizer."
     check_batching(labels, "labels", batch_size)
     if prior.config.token_dim != tokenizer.token_dim or prior.n_tokens != math.prod(tokenizer.grid):
-        raise ValueError(f"prior: makes {prior.n_tokens} tokens of {prior.config.token_dim} channels, the tokenizer "
+        raise InputError(f"prior: makes {prior.n_tokens} tokens of {prior.config.token_dim} channels, the tokenizer "
                          f"decodes {math.prod(tokenizer.grid)} of {tokenizer.token_dim}")
     return torch.cat([tokenizer.decode(sample_flow(prior, labels[i:i + batch_size], **kw)).cpu()
                       for i in range(0, len(labels), batch_size)])
@@ -307,7 +309,7 @@ def train_flow_prior(model: FlowPrior, tokens: torch.Tensor, labels: torch.Tenso
     "Train backbone and head together on continuous tokens (B, N, C) with the shared loop; returns the loss per step."
     model.check_tokens(tokens)
     if tokens.shape[1] != model.n_tokens:
-        raise ValueError(f"tokens: expected {model.n_tokens} tokens per image, got {tokens.shape[1]}")
+        raise InputError(f"tokens: expected {model.n_tokens} tokens per image, got {tokens.shape[1]}")
     bits = train_on_tokens(model, tokens, labels, lambda m, xb, yb: m.loss(xb, yb), steps, batch_size, lr,
                            seed=seed, desc=desc or f"train {model.config.head} prior")
     return [b * math.log(2) for b in bits]  # the shared loop reports nats as bits; these losses are squared errors

@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from pathlib import Path
-from .core import check_ids, check_number, check_tensor, eval_mode
+from .core import InputError, InputTypeError, check_ids, check_number, check_tensor, eval_mode
 from .recipes import Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, load_transformer, sample_logits, train_on_tokens
 from .vq import vq_tokenizer
@@ -21,15 +21,15 @@ __all__ = ['ORDERS', 'MASKED_SAMPLER', 'cosine_schedule', 'masked_counts', 'mask
 def cosine_schedule(r) -> torch.Tensor:
     "MaskGIT's mask schedule gamma(r) = cos(pi r / 2): the fraction of tokens still masked at progress r in [0, 1]."
     try: r = torch.as_tensor(r, dtype=torch.float)
-    except (TypeError, ValueError, RuntimeError): raise TypeError(f"r: expected numbers in [0, 1], got {type(r).__name__}") from None
-    if r.isnan().any() or r.min() < 0 or r.max() > 1: raise ValueError("r: expected progress values in [0, 1]")
+    except (TypeError, ValueError, RuntimeError): raise InputTypeError(f"r: expected numbers in [0, 1], got {type(r).__name__}") from None
+    if r.isnan().any() or r.min() < 0 or r.max() > 1: raise InputError("r: expected progress values in [0, 1]")
     return torch.cos(math.pi / 2 * r)
 
 def masked_counts(n_tokens: int, steps: int) -> list[int]:
     """Tokens still masked after each of `steps` decoding steps: floor(N gamma((t+1)/T)), with every step revealing
     at least one token and the last revealing all that remain."""
     check_number(n_tokens, "n_tokens", low=1, integer=True); check_number(steps, "steps", low=1, integer=True)
-    if steps > n_tokens: raise ValueError(f"steps: {steps} steps cannot each reveal a token of a {n_tokens}-token map")
+    if steps > n_tokens: raise InputError(f"steps: {steps} steps cannot each reveal a token of a {n_tokens}-token map")
     counts, prev = [], n_tokens
     for t in range(steps):
         m = math.floor(n_tokens * math.cos(math.pi / 2 * ((t + 1) / steps)))  # ratio first: 2/3 must give exactly N/2
@@ -51,12 +51,12 @@ def mask_ratios(n: int, kind: str = "cosine", generator: torch.Generator | None 
     if kind == "mar":  # inverse-CDF draw from the truncated Gaussian
         lo, hi = (torch.special.ndtr(torch.tensor((0.7 - 1) / 0.25)).item(), 0.5)
         return (1 + 0.25 * torch.special.ndtri(lo + u * (hi - lo))).clamp(0.7, 1)
-    raise ValueError(f"kind: expected 'cosine' or 'mar', got {kind!r}")
+    raise InputError(f"kind: expected 'cosine' or 'mar', got {kind!r}")
 
 def random_masks(ratios: torch.Tensor, n_tokens: int, generator: torch.Generator | None = None) -> torch.Tensor:
     "Boolean masks (B, N) with ceil(ratio N) randomly chosen positions set (at least one) per row."
     check_tensor(ratios, "ratios", ndim=1, kind="float"); check_number(n_tokens, "n_tokens", low=1, integer=True)
-    if ratios.isnan().any() or (ratios < 0).any() or (ratios > 1).any(): raise ValueError("ratios: expected values in [0, 1]")
+    if ratios.isnan().any() or (ratios < 0).any() or (ratios > 1).any(): raise InputError("ratios: expected values in [0, 1]")
     k = (ratios * n_tokens).ceil().clamp(1, n_tokens)
     ranks = torch.rand(len(ratios), n_tokens, generator=generator, device=ratios.device).argsort(1).argsort(1)
     return ranks < k[:, None]
@@ -75,7 +75,7 @@ def train_masked(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor 
     "Train a masked prior on token maps (B, N) with `train_on_tokens`; returns bits per masked token per step."
     check_ids(tokens, "tokens", mask_id(model))  # real codes only: the last id is [MASK]
     if tokens.shape[1] + 1 > model.config.max_seq_len:
-        raise ValueError(f"tokens: {tokens.shape[1]} tokens + the class token exceed max_seq_len {model.config.max_seq_len}")
+        raise InputError(f"tokens: {tokens.shape[1]} tokens + the class token exceed max_seq_len {model.config.max_seq_len}")
     mask_ratios(1, kind)  # fail now on a bad kind, not inside the loop
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return train_on_tokens(model, tokens, labels, lambda m, x, y: masked_loss(m, x, y, kind, gen),
@@ -94,9 +94,9 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     `return_history`, also the maps after every step ([MASK] where still unknown)."""
     c, dev = model.config, next(model.parameters()).device
     N = c.n_tokens if n_tokens is None else check_number(n_tokens, "n_tokens", low=1, integer=True)
-    if N + 1 > c.max_seq_len: raise ValueError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
+    if N + 1 > c.max_seq_len: raise InputError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
-    if order not in ORDERS: raise ValueError(f"order: expected one of {ORDERS}, got {order!r}")
+    if order not in ORDERS: raise InputError(f"order: expected one of {ORDERS}, got {order!r}")
     check_number(noise, "noise", low=0)
     B, mid = len(labels), mask_id(model)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, check_ids, check_number, check_tensor, eval_mode, load_model
+from .core import Config, InputError, check_ids, check_number, check_tensor, eval_mode, load_model
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
@@ -26,11 +26,11 @@ def check_scales(scales, latent_size: int) -> tuple[int, ...]:
     "Validate a coarse-to-fine scale list: positive, strictly increasing, ending at the latent size."
     if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__") or not all(
             isinstance(s, int) and not isinstance(s, bool) for s in scales):
-        raise ValueError(f"scales: expected a sequence of ints, got {scales!r}")
+        raise InputError(f"scales: expected a sequence of ints, got {scales!r}")
     scales = tuple(scales)
-    if not scales or min(scales) < 1: raise ValueError(f"scales: expected positive sizes, got {scales}")
-    if any(a >= b for a, b in zip(scales, scales[1:])): raise ValueError(f"scales: expected strictly increasing sizes, got {scales}")
-    if scales[-1] != latent_size: raise ValueError(f"scales: the last scale must be the latent size {latent_size}, got {scales[-1]}")
+    if not scales or min(scales) < 1: raise InputError(f"scales: expected positive sizes, got {scales}")
+    if any(a >= b for a, b in zip(scales, scales[1:])): raise InputError(f"scales: expected strictly increasing sizes, got {scales}")
+    if scales[-1] != latent_size: raise InputError(f"scales: the last scale must be the latent size {latent_size}, got {scales[-1]}")
     return scales
 
 class Phi(nn.Module):
@@ -59,7 +59,7 @@ class MultiScaleQuantizer(nn.Module):
 
     def forward(self, f: torch.Tensor) -> Quantized:
         if not isinstance(f, torch.Tensor) or f.ndim != 4 or tuple(f.shape[1:]) != (self.dim, self.size, self.size):
-            raise ValueError(f"f: expected latents (B, {self.dim}, {self.size}, {self.size}), got {tuple(getattr(f, 'shape', ()))}")
+            raise InputError(f"f: expected latents (B, {self.dim}, {self.size}, {self.size}), got {tuple(getattr(f, 'shape', ()))}")
         check_tensor(f, "f", kind="float")
         rest, f_hat, loss, ids, rows = f.detach(), torch.zeros_like(f), f.new_zeros(()), [], []
         for k, s in enumerate(self.scales):
@@ -77,7 +77,7 @@ class MultiScaleQuantizer(nn.Module):
     def split(self, ids: torch.Tensor) -> list[torch.Tensor]:
         "Concatenated token ids (B, sum s^2) -> one (B, s, s) map per scale."
         if ids.ndim != 2 or ids.shape[1] != sum(self.lengths):
-            raise ValueError(f"ids: expected (B, {sum(self.lengths)}) ids of all scales, got {tuple(ids.shape)}")
+            raise InputError(f"ids: expected (B, {sum(self.lengths)}) ids of all scales, got {tuple(ids.shape)}")
         check_ids(ids, "ids", self.n_codes)
         return [m.reshape(len(ids), s, s) for m, s in zip(ids.split(self.lengths, 1), self.scales)]
 
@@ -100,7 +100,7 @@ class MultiScaleConfig(Config):
     def smoke(cls, **kw): return cls(**{"channels": 8, **kw})
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
-        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
+        if self.channels % 8: raise InputError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class MultiScaleTokenizer(nn.Module):
     "20_vq's conv encoder/decoder around a multi-scale residual quantizer: uint8 images <-> ids of every scale."
@@ -149,7 +149,7 @@ class NextScalePrior(nn.Module):
         super().__init__()
         L = sum(quantizer.lengths)
         if config.vocab_size != quantizer.n_codes or config.max_seq_len < L:
-            raise ValueError(f"config: need vocab_size {quantizer.n_codes} and max_seq_len >= {L}, "
+            raise InputError(f"config: need vocab_size {quantizer.n_codes} and max_seq_len >= {L}, "
                              f"got {config.vocab_size} and {config.max_seq_len}")
         self.config, self.transformer = config, Transformer(config)
         self.quantizer = copy.deepcopy(quantizer).requires_grad_(False).eval()  # frozen: rebuilds inputs from ids
@@ -173,7 +173,7 @@ class NextScalePrior(nn.Module):
         "Teacher-forced logits (B, L, V) for all scales from ids of (at least) every scale but the last."
         q, L = self.quantizer, sum(self.quantizer.lengths)
         if ids.ndim != 2 or not L - q.lengths[-1] <= ids.shape[1] <= L:
-            raise ValueError(f"ids: expected (B, {L - q.lengths[-1]}..{L}) token ids (every scale but the last, at least), got {tuple(ids.shape)}")
+            raise InputError(f"ids: expected (B, {L - q.lengths[-1]}..{L}) token ids (every scale but the last, at least), got {tuple(ids.shape)}")
         check_ids(ids, "ids", q.n_codes)
         maps = [m.reshape(len(ids), s, s) for m, s in zip(ids[:, :L - q.lengths[-1]].split(q.lengths[:-1], 1), q.scales)]
         f_hat, embeds = 0, []
@@ -194,7 +194,7 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
     B, K, bounds = len(labels), len(q.scales), [sum(q.lengths[:k]) for k in range(len(q.scales) + 1)]
     if given is not None:
         if given.ndim != 2 or len(given) != B or given.shape[1] not in bounds:
-            raise ValueError(f"given: expected ({B}, n) ids with n a scale boundary {bounds}, got {tuple(given.shape)}")
+            raise InputError(f"given: expected ({B}, n) ids with n a scale boundary {bounds}, got {tuple(given.shape)}")
         check_ids(given, "given", q.n_codes)
     cfg = Guidance(labels, t.config.null_class, cfg_scale, dev)
     rows = len(cfg.labels)

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import Config, check_batching, check_ids, check_number, check_tensor, eval_mode, load_model, make_generator, train_loop
+from .core import (Config, InputError, check_batching, check_ids, check_number, check_tensor, eval_mode,
+                            load_model, make_generator, train_loop)
 from .data import endless, make_loader
 from .eval import bits_per_dim
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, train_or_load
@@ -24,9 +25,9 @@ __all__ = ['PIXELS_SAMPLER', 'MaskedConv2d', 'NaivePixelCNN', 'receptive_field',
 class MaskedConv2d(nn.Conv2d):
     "Convolution whose kernel sees only earlier pixels in raster order: mask 'A' hides the centre, 'B' keeps it."
     def __init__(self, c_in: int, c_out: int, k: int, mask: str):
-        if mask not in ("A", "B"): raise ValueError(f"mask: expected 'A' or 'B', got {mask!r}")
+        if mask not in ("A", "B"): raise InputError(f"mask: expected 'A' or 'B', got {mask!r}")
         check_number(k, "k", low=1, integer=True)
-        if k % 2 == 0: raise ValueError(f"k: expected an odd kernel width (a centre pixel to mask), got {k}")
+        if k % 2 == 0: raise InputError(f"k: expected an odd kernel width (a centre pixel to mask), got {k}")
         super().__init__(c_in, c_out, k, padding=k // 2)
         m = torch.ones(k, k)
         m[k // 2, k // 2 + (mask == "B"):] = 0
@@ -102,7 +103,7 @@ class PixelCNNConfig(Config):
     def __post_init__(self):
         super().__post_init__(); self._check_ints("channels", "n_layers", "kernel", "first_kernel", "head_hidden", "n_classes", "image_size")
         for k in ("kernel", "first_kernel"):
-            if getattr(self, k) % 2 == 0: raise ValueError(f"{k}: expected an odd kernel width (a centre pixel to mask), got {getattr(self, k)}")
+            if getattr(self, k) % 2 == 0: raise InputError(f"{k}: expected an odd kernel width (a centre pixel to mask), got {getattr(self, k)}")
 
 class GatedPixelCNN(nn.Module):
     "Class-conditional Gated PixelCNN over uint8 (B, 1, H, W) images with a 256-way softmax per pixel."
@@ -117,7 +118,7 @@ class GatedPixelCNN(nn.Module):
         c = self.config
         check_ids(images, "images", 256)
         if images.ndim != 4 or tuple(images.shape[1:]) != (1, c.image_size, c.image_size):
-            raise ValueError(f"images: expected (B, 1, {c.image_size}, {c.image_size}), got {tuple(images.shape)}")
+            raise InputError(f"images: expected (B, 1, {c.image_size}, {c.image_size}), got {tuple(images.shape)}")
         check_ids(labels, "labels", c.n_classes + 1, (len(images),))
 
     def predict(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -150,7 +151,7 @@ def dataset_bits_per_dim(model: GatedPixelCNN, images: torch.Tensor, labels: tor
 def train_pixelcnn(model: GatedPixelCNN, images, labels, steps: int = 744, batch_size: int = 64, lr: float = 3e-3,
                    label_dropout: float = 0.1, seed: int = 0) -> list[float]:
     "Maximum-likelihood training for `steps` steps with `core.train_loop`; returns the loss (bits/dim) per step."
-    check_number(label_dropout, "label_dropout", low=0, high=1)
+    check_number(steps, "steps", low=1, integer=True); check_number(label_dropout, "label_dropout", low=0, high=1)
     g = make_generator(seed)  # label dropout draws: their own stream, so batches and dropout stay reproducible
     def nll(model, batch):
         xb, yb = batch

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from pathlib import Path
-from .core import Config, InputError, autocast, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
+from .core import (Config, InputError, InputTypeError, autocast, check_ids, check_number, check_tensor,
+                            eval_mode, load_model, train_loop)
 from .data import endless, make_loader
 
 # %% auto #0
@@ -27,7 +28,7 @@ def block_ids(block_sizes) -> torch.Tensor:
     "Block index of every position, e.g. (1, 4) -> [0, 1, 1, 1, 1]."
     sizes = list(block_sizes) if block_sizes is not None else []
     if not sizes or any((not isinstance(s, int)) or s < 1 for s in sizes):
-        raise ValueError(f"block_sizes: expected a non-empty list of positive ints, got {block_sizes!r}")
+        raise InputError(f"block_sizes: expected a non-empty list of positive ints, got {block_sizes!r}")
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
 
 def attention_mask(mask, q_len: int, kv_len: int, block_sizes=None, device=None) -> tuple[torch.Tensor | None, bool]:
@@ -36,9 +37,9 @@ def attention_mask(mask, q_len: int, kv_len: int, block_sizes=None, device=None)
     offset = kv_len - q_len
     if isinstance(mask, torch.Tensor):
         if mask.dtype != torch.bool:
-            raise TypeError(f"mask: expected a bool tensor (True = may attend), got dtype {mask.dtype}")
+            raise InputTypeError(f"mask: expected a bool tensor (True = may attend), got dtype {mask.dtype}")
         if mask.ndim < 2 or tuple(mask.shape[-2:]) != (q_len, kv_len):
-            raise ValueError(f"mask: expected shape (..., {q_len}, {kv_len}), got {tuple(mask.shape)}")
+            raise InputError(f"mask: expected shape (..., {q_len}, {kv_len}), got {tuple(mask.shape)}")
         return mask.to(device), False
     if mask == "full": return None, False
     if mask == "causal":
@@ -49,9 +50,9 @@ def attention_mask(mask, q_len: int, kv_len: int, block_sizes=None, device=None)
     if mask == "block_causal":
         ids = block_ids(block_sizes).to(device)
         if len(ids) < kv_len:
-            raise ValueError(f"block_sizes: they cover {len(ids)} positions but the sequence has {kv_len}")
+            raise InputError(f"block_sizes: they cover {len(ids)} positions but the sequence has {kv_len}")
         return ids[None, :kv_len] <= ids[offset:kv_len, None], False
-    raise ValueError(f"mask: expected one of {MASK_KINDS} or a bool tensor, got {mask!r}")
+    raise InputError(f"mask: expected one of {MASK_KINDS} or a bool tensor, got {mask!r}")
 
 # %% ../nbs/02_transformer.ipynb #8af236ab
 class RMSNorm(nn.Module):
@@ -64,9 +65,10 @@ class RMSNorm(nn.Module):
 # %% ../nbs/02_transformer.ipynb #7bc41f21
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float = 10000.0) -> torch.Tensor:
     "Rotation angles (L, head_dim/2) for integer `positions` (L, n_axes); channel pairs are split evenly over the axes."
+    check_tensor(positions, "positions", ndim=2)
     L, n_axes = positions.shape
     if head_dim % (2 * n_axes):
-        raise ValueError(f"head_dim: {head_dim} must be divisible by 2 x {n_axes} axes for RoPE")
+        raise InputError(f"head_dim: {head_dim} must be divisible by 2 x {n_axes} axes for RoPE")
     pairs = head_dim // (2 * n_axes)
     inv_freq = base ** (-torch.arange(pairs, dtype=torch.float32, device=positions.device) / pairs)
     return torch.cat([positions[:, a, None].float() * inv_freq for a in range(n_axes)], dim=-1)
@@ -108,9 +110,9 @@ class KVCache:
 
     def check_room(self, batch_size: int, n_new: int) -> None:
         if batch_size != self.batch_size:
-            raise ValueError(f"cache: built for batch {self.batch_size}, got a batch of {batch_size}")
+            raise InputError(f"cache: built for batch {self.batch_size}, got a batch of {batch_size}")
         if self.length + n_new > self.max_len:
-            raise ValueError(f"cache: {self.length} + {n_new} positions exceed its max_len {self.max_len}")
+            raise InputError(f"cache: {self.length} + {n_new} positions exceed its max_len {self.max_len}")
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "Write this layer's new k, v (B, H, T, D) after the filled part; return all keys/values so far."
@@ -121,7 +123,7 @@ class KVCache:
 
     def crop(self, length: int) -> None:
         "Forget everything after the first `length` positions."
-        if not 0 <= length <= self.length: raise ValueError(f"length: expected 0..{self.length}, got {length}")
+        if not 0 <= length <= self.length: raise InputError(f"length: expected 0..{self.length}, got {length}")
         self.length = length
 
 class GrowingKVCache(KVCache):
@@ -197,13 +199,13 @@ class TransformerConfig(Config):
         check_number(self.rope_base, "rope_base", low=0, low_open=True); check_number(self.norm_eps, "norm_eps", low=0, low_open=True)
         check_number(self.label_dropout, "label_dropout", low=0, high=1); check_number(self.dropout, "dropout", low=0, high=1, high_open=True)
         if self.d_model % self.n_heads:
-            raise ValueError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+            raise InputError(f"n_heads: d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.rope not in ("1d", "2d", "none"):
-            raise ValueError(f"rope: expected '1d', '2d' or 'none', got {self.rope!r}")
+            raise InputError(f"rope: expected '1d', '2d' or 'none', got {self.rope!r}")
         if self.rope == "2d" and len(self.grid) != 2:
-            raise ValueError(f"grid: rope='2d' needs grid=(h, w), got {self.grid!r}")
+            raise InputError(f"grid: rope='2d' needs grid=(h, w), got {self.grid!r}")
         if self.vocab_size < 0 or self.n_classes < 0:
-            raise ValueError(f"vocab_size/n_classes: expected >= 0, got {self.vocab_size}/{self.n_classes}")
+            raise InputError(f"vocab_size/n_classes: expected >= 0, got {self.vocab_size}/{self.n_classes}")
 
     @property
     def head_dim(self) -> int: return self.d_model // self.n_heads
@@ -265,12 +267,12 @@ class Transformer(nn.Module):
         start = cache.length if cache is not None else 0
         if start == 0: x = torch.cat([self.class_tokens(labels, x.shape[0]).to(x.dtype), x], dim=1)
         elif labels is not None:
-            raise ValueError("labels: the class token is the first position; pass labels with the first chunk only")
+            raise InputError("labels: the class token is the first position; pass labels with the first chunk only")
         B, T, _ = x.shape
         if cache is not None: cache.check_room(B, T)
         pos = self.positions[start:start + T] if positions is None else positions[start:start + T].to(x.device)
         if len(pos) < T:
-            raise ValueError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
+            raise InputError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
         if self.pos_emb is not None: x = x + self.pos_emb.weight[start:start + T].to(x.dtype)
         angles = rope_angles(pos, self.config.head_dim, self.config.rope_base)
         if self.config.rope == "none": angles = torch.zeros_like(angles)
@@ -285,15 +287,15 @@ class Transformer(nn.Module):
     def embed_inputs(self, tokens, embeds) -> torch.Tensor:
         "Input vectors (B, T, d) from token ids or given embeddings (exactly one of the two)."
         c = self.config
-        if (tokens is None) == (embeds is None): raise ValueError("tokens/embeds: pass exactly one of them")
+        if (tokens is None) == (embeds is None): raise InputError("tokens/embeds: pass exactly one of them")
         if embeds is not None:
             if embeds.ndim != 3 or embeds.shape[-1] != c.d_model:
-                raise ValueError(f"embeds: expected (B, T, {c.d_model}), got {tuple(embeds.shape)}")
+                raise InputError(f"embeds: expected (B, T, {c.d_model}), got {tuple(embeds.shape)}")
             check_tensor(embeds, "embeds", kind="float")
             return embeds
-        if self.tok_emb is None: raise ValueError("tokens: this model has vocab_size=0; pass embeds= instead")
+        if self.tok_emb is None: raise InputError("tokens: this model has vocab_size=0; pass embeds= instead")
         check_ids(tokens, "tokens", c.vocab_size)
-        if tokens.ndim != 2: raise ValueError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
+        if tokens.ndim != 2: raise InputError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
         return self.tok_emb(tokens)
 
 # %% ../nbs/02_transformer.ipynb #c2387c3f
@@ -372,10 +374,10 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix).
     `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias."""
     check_number(n_tokens, "n_tokens", low=1, integer=True)
-    if cache not in CACHE_KINDS: raise ValueError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
+    if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
-        raise ValueError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
-    if labels is None and batch_size is None: raise ValueError("labels/batch_size: give labels, or batch_size for unconditional samples")
+        raise InputError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
+    if labels is None and batch_size is None: raise InputError("labels/batch_size: give labels, or batch_size for unconditional samples")
     c, dev = model.config, next(model.parameters()).device
     check_number(n_tokens, "n_tokens", high=c.max_seq_len - 1)  # the class token takes the first position
     if labels is not None: check_tensor(labels, "labels", ndim=1, kind="int")
@@ -383,7 +385,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     if stop_token is not None: check_number(stop_token, "stop_token", low=0, high=c.vocab_size - 1, integer=True)
     B = len(labels) if labels is not None else batch_size
     if logit_bias is not None and (len(logit_bias) != B or not torch.isfinite(logit_bias).all()):
-        raise ValueError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
+        raise InputError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     lab = cfg.labels
@@ -412,7 +414,7 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
                     pad_token: int | None = None) -> float:
     "Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted."
     check_tensor(tokens, "tokens", ndim=2, kind="int", nonempty=True); check_number(batch_size, "batch_size", low=1, integer=True)
-    if pad_token is not None and (tokens == pad_token).all(): raise ValueError(f"tokens: every position is pad_token {pad_token}")
+    if pad_token is not None and (tokens == pad_token).all(): raise InputError(f"tokens: every position is pad_token {pad_token}")
     dev, total, ignore = next(model.parameters()).device, 0.0, -100 if pad_token is None else pad_token
     with eval_mode(model):
         for i in range(0, len(tokens), batch_size):
@@ -429,7 +431,7 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
     check_number(steps, "steps", low=1, integer=True); check_number(batch_size, "batch_size", low=1, integer=True)
     check_tensor(tokens, "tokens", nonempty=True)
-    if tokens.ndim not in (2, 3): raise ValueError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
+    if tokens.ndim not in (2, 3): raise InputError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
     nats = train_loop(model, endless(loader), step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc)

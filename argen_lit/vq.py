@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import Config, check_batching, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
+from .core import (Config, InputError, check_batching, check_ids, check_number, check_tensor, eval_mode,
+                            load_model, train_loop)
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -46,7 +47,7 @@ class Quantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> Quantized:
         if not isinstance(z, torch.Tensor) or not z.is_floating_point() or z.ndim != 4 or z.shape[1] != self.dim:
-            raise ValueError(f"z: expected float latents (B, {self.dim}, H, W), got "
+            raise InputError(f"z: expected float latents (B, {self.dim}, H, W), got "
                              f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
         B, _, H, W = z.shape
         zq, idx, loss = self.quantize(rearrange(z, "b d h w -> (b h w) d"))
@@ -62,7 +63,7 @@ class Quantizer(nn.Module):
     def codes(self, indices: torch.Tensor) -> torch.Tensor:
         "Latents (B, D, H, W) of code ids (B, H, W): what the decoder sees for these tokens."
         check_ids(indices, "indices", self.n_codes)
-        if indices.ndim != 3: raise ValueError(f"indices: expected shape (B, H, W), got {tuple(indices.shape)}")
+        if indices.ndim != 3: raise InputError(f"indices: expected shape (B, H, W), got {tuple(indices.shape)}")
         B, H, W = indices.shape
         return rearrange(self.lookup(indices.reshape(-1).long()), "(b h w) d -> b d h w", b=B, h=H, w=W)
 
@@ -74,7 +75,7 @@ class Quantizer(nn.Module):
 def nearest_code(flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     "Index of the nearest row of `codebook` (K, D) for each row of `flat` (N, D), by squared distance."
     check_tensor(flat, "flat", ndim=2, kind="float"); check_tensor(codebook, "codebook", ndim=2, kind="float", nonempty=True)
-    if flat.shape[1] != codebook.shape[1]: raise ValueError(f"codebook: expected (K, {flat.shape[1]}) to match flat's D, got {tuple(codebook.shape)}")
+    if flat.shape[1] != codebook.shape[1]: raise InputError(f"codebook: expected (K, {flat.shape[1]}) to match flat's D, got {tuple(codebook.shape)}")
     d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.T + codebook.pow(2).sum(1)[None]
     return d.argmin(1)
 
@@ -143,7 +144,7 @@ class FSQ(Quantizer):
     def __init__(self, levels: tuple = (8, 8, 8), eps: float = 1e-3):
         super().__init__()
         if not isinstance(levels, (tuple, list)) or len(levels) < 1 or any(isinstance(l, bool) or not isinstance(l, int) or l < 2 for l in levels):
-            raise ValueError(f"levels: expected a tuple of ints >= 2, got {levels!r}")
+            raise InputError(f"levels: expected a tuple of ints >= 2, got {levels!r}")
         self.levels, self.dim, self.n_codes = tuple(int(l) for l in levels), len(levels), math.prod(levels)
         L = torch.tensor(self.levels, dtype=torch.float32)
         self.register_buffer("L", L, persistent=False)
@@ -208,9 +209,9 @@ def make_quantizer(kind: str, n_codes: int = 512, code_dim: int = 8, fsq_levels:
     if kind == "lfq":
         check_number(n_codes, "n_codes", low=2, integer=True)
         bits = int(math.log2(n_codes))
-        if 2 ** bits != n_codes: raise ValueError(f"n_codes: LFQ needs a power of two, got {n_codes}")
+        if 2 ** bits != n_codes: raise InputError(f"n_codes: LFQ needs a power of two, got {n_codes}")
         return LFQ(bits)
-    raise ValueError(f"kind: expected one of {QUANTIZERS}, got {kind!r}")
+    raise InputError(f"kind: expected one of {QUANTIZERS}, got {kind!r}")
 
 # %% ../nbs/20_vq.ipynb #5dba1db7
 class ResBlock(nn.Module):
@@ -236,7 +237,7 @@ def check_image_batch(images, size: int) -> None:
     "Raise a clear error unless `images` is a uint8-valued batch (B, 1, size, size)."
     check_ids(images, "images", 256)
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, size, size):
-        raise ValueError(f"images: expected uint8 (B, 1, {size}, {size}), got {tuple(images.shape)}")
+        raise InputError(f"images: expected uint8 (B, 1, {size}, {size}), got {tuple(images.shape)}")
 
 @dataclass
 class TokenizerConfig(Config):
@@ -251,14 +252,14 @@ class TokenizerConfig(Config):
     def smoke(cls, **kw): return cls(**{"channels": 16, **kw})
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
-        if self.channels % 8: raise ValueError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
+        if self.channels % 8: raise InputError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
 
 class Tokenizer(nn.Module):
     "Conv encoder -> quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> token ids (B, 7, 7)."
     def __init__(self, config: TokenizerConfig = TokenizerConfig()):
         super().__init__()
         self.config = c = config
-        if c.image_size % 4: raise ValueError(f"image_size: expected a multiple of 4, got {c.image_size}")
+        if c.image_size % 4: raise InputError(f"image_size: expected a multiple of 4, got {c.image_size}")
         self.quantizer = make_quantizer(c.quantizer, c.n_codes, c.code_dim, c.fsq_levels, c.beta)
         ch, d = c.channels, self.quantizer.dim
         self.encoder, self.decoder = conv_encoder(ch, d), conv_decoder(ch, d)
@@ -287,7 +288,7 @@ class Tokenizer(nn.Module):
         "uint8 images (B, 1, H, W) of token ids (B, h, w)."
         dev = next(self.parameters()).device
         if indices.ndim == 3 and tuple(indices.shape[1:]) != self.grid:
-            raise ValueError(f"indices: expected (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
+            raise InputError(f"indices: expected (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
         x = torch.sigmoid(self.decoder(self.quantizer.codes(indices.to(dev))))
         return (x * 255).round().to(torch.uint8)
 
@@ -295,6 +296,7 @@ class Tokenizer(nn.Module):
 def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
                     seed: int = 0) -> list[float]:
     "Train on pixel MSE + the quantizer's loss with `core.train_loop`; returns the MSE per step."
+    check_number(steps, "steps", low=1, integer=True)
     def loss(tok, xb):
         rec, q = tok(xb)
         mse = F.mse_loss(rec, xb.float() / 255)
@@ -329,7 +331,7 @@ def sample_images(tokenizer: Tokenizer, prior: Transformer, labels: torch.Tensor
                   generator: torch.Generator | None = None, batch_size: int = 1000) -> torch.Tensor:
     "Class-conditional uint8 images (B, 1, H, W): tokens from the prior (LlamaGen CFG), pixels from the tokenizer."
     if prior.config.vocab_size != tokenizer.n_codes:
-        raise ValueError(f"prior: vocab_size {prior.config.vocab_size} != the tokenizer's {tokenizer.n_codes} codes")
+        raise InputError(f"prior: vocab_size {prior.config.vocab_size} != the tokenizer's {tokenizer.n_codes} codes")
     check_batching(labels, "labels", batch_size)
     h, w = tokenizer.grid
     out = []

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import InputTypeError, check_batching, check_ids, check_number, check_tensor, eval_mode, train_loop
+from .core import (InputError, InputTypeError, check_batching, check_ids, check_number, check_tensor,
+                            eval_mode, train_loop)
 from .data import endless, jpeg_bytes, make_loader
 from .eval import as_uint8_images, blur
 from .transformer import Guidance, Transformer, generate
@@ -57,7 +58,7 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
     V, grid = tokenizer.n_codes, tuple(tokenizer.grid)
     check_ids(ids, "ids", V)
     if ids.ndim != 3 or tuple(ids.shape[1:]) != grid or len(ids) == 0:
-        raise ValueError(f"ids: expected token maps (M, {grid[0]}, {grid[1]}), got {tuple(ids.shape)}")
+        raise InputError(f"ids: expected token maps (M, {grid[0]}, {grid[1]}), got {tuple(ids.shape)}")
     dev = next(tokenizer.parameters()).device
     new = copy.deepcopy(tokenizer)
     codes = tokenizer.quantizer.lookup(torch.arange(V, device=dev)).detach()
@@ -86,7 +87,7 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
 # %% ../nbs/80_watermarking.ipynb #10df21e9
 def check_gamma(gamma) -> float:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < 1:
-        raise ValueError(f"gamma: expected a fraction strictly between 0 and 1, got {gamma!r}")
+        raise InputError(f"gamma: expected a fraction strictly between 0 and 1, got {gamma!r}")
     return float(gamma)
 
 def key_generator(key: str, index: int = 0) -> torch.Generator:
@@ -99,24 +100,24 @@ def green_lists(key: str, vocab_size: int, gamma: float = 0.25, pool: int = 4, c
     """A pool of green lists from a secret key: bool (pool, vocab_size). Each makes round(gamma * n) of n units green:
     single codes, or with `clusters` (V,) whole clusters of codes."""
     gamma = check_gamma(gamma)
-    if not isinstance(pool, int) or pool < 1: raise ValueError(f"pool: expected an int >= 1, got {pool!r}")
+    if not isinstance(pool, int) or pool < 1: raise InputError(f"pool: expected an int >= 1, got {pool!r}")
     check_number(vocab_size, "vocab_size", low=2, integer=True)
     if clusters is not None: check_ids(clusters, "clusters", vocab_size)
     unit = torch.arange(vocab_size) if clusters is None else clusters.cpu().long()
-    if len(unit) != vocab_size: raise ValueError(f"clusters: expected one id per code ({vocab_size}), got {len(unit)}")
+    if len(unit) != vocab_size: raise InputError(f"clusters: expected one id per code ({vocab_size}), got {len(unit)}")
     n_units = int(unit.max()) + 1
     n = round(gamma * n_units)
-    if not 0 < n < n_units: raise ValueError(f"gamma: {gamma} of {n_units} codes or clusters leaves no green or no red one")
+    if not 0 < n < n_units: raise InputError(f"gamma: {gamma} of {n_units} codes or clusters leaves no green or no red one")
     lists = torch.zeros(pool, vocab_size, dtype=torch.bool)
     for i in range(pool): lists[i] = torch.isin(unit, torch.randperm(n_units, generator=key_generator(key, i))[:n])
     return lists
 
 def green_z(ids: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
     "z-scores (B, pool) of the green share of token maps (B, ...) under each green list (pool, V)."
-    if ids.numel() == 0 or len(ids) == 0: raise ValueError("ids: expected at least one non-empty token map")
+    if ids.numel() == 0 or len(ids) == 0: raise InputError("ids: expected at least one non-empty token map")
     check_tensor(lists, "lists", ndim=2, nonempty=True); check_ids(ids, "ids", lists.shape[1])
     share = lists.float().mean(1)
-    if (share == 0).any() or (share == 1).any(): raise ValueError("lists: each list needs some green and some red codes")
+    if (share == 0).any() or (share == 1).any(): raise InputError("lists: each list needs some green and some red codes")
     ids = ids.reshape(len(ids), -1).cpu()
     n, gamma = ids.shape[1], lists.float().mean(1)                   # (pool,)
     green = lists[:, ids].float().sum(-1).T                           # (B, pool)
@@ -129,7 +130,7 @@ def sample_marked(prior: Transformer, labels: torch.Tensor, lists: torch.Tensor,
     check_number(delta, "delta", low=0)
     c, dev = prior.config, next(prior.parameters()).device
     if lists.ndim != 2 or lists.shape[1] != c.vocab_size or len(lists) == 0:
-        raise ValueError(f"lists: expected (pool >= 1, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
+        raise InputError(f"lists: expected (pool >= 1, {c.vocab_size}) green lists, got {tuple(lists.shape)}")
     which = torch.randint(len(lists), (len(labels),), generator=generator, device=generator.device if generator else "cpu")
     bias = lists.to(dev)[which.to(dev)].float() * delta
     return generate(prior, c.n_tokens, labels.to(dev), generator=generator, logit_bias=bias, **sample_kw).cpu()
@@ -137,9 +138,9 @@ def sample_marked(prior: Transformer, labels: torch.Tensor, lists: torch.Tensor,
 def detect(tokenizer, images: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
     "Detection from pixels: re-encode uint8 images (B, 1, H, W) and return the largest green z over the pool (B,)."
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) == 0 or images.shape[-1] == 0:
-        raise ValueError(f"images: expected a non-empty uint8 batch (B, 1, H, W), got {tuple(getattr(images, 'shape', ()))}")
+        raise InputError(f"images: expected a non-empty uint8 batch (B, 1, H, W), got {tuple(getattr(images, 'shape', ()))}")
     if lists.ndim != 2 or lists.shape[1] != tokenizer.n_codes:
-        raise ValueError(f"lists: expected (pool, {tokenizer.n_codes}) for the tokenizer's {tokenizer.n_codes} codes, got {tuple(lists.shape)}")
+        raise InputError(f"lists: expected (pool, {tokenizer.n_codes}) for the tokenizer's {tokenizer.n_codes} codes, got {tuple(lists.shape)}")
     return green_z(tokenizer.encode(images).reshape(len(images), -1), lists).amax(1)
 
 # %% ../nbs/80_watermarking.ipynb #02138e97
@@ -160,7 +161,7 @@ def code_pairs(codebook: torch.Tensor, key: str) -> torch.Tensor:
 def pair_green_list(partner: torch.Tensor, key: str) -> torch.Tensor:
     "One green code per pair, chosen by the key: a (1, V) green list for `green_z` / `detect`."
     check_ids(partner, "partner", len(partner))
-    if not torch.equal(partner[partner], torch.arange(len(partner))): raise ValueError("partner: expected a pairing (partner[partner[i]] == i), as code_pairs gives")
+    if not torch.equal(partner[partner], torch.arange(len(partner))): raise InputError("partner: expected a pairing (partner[partner[i]] == i), as code_pairs gives")
     idx = torch.arange(len(partner))
     coin = torch.rand(len(partner), generator=key_generator(key, -2)) < 0.5
     green = torch.where(idx < partner, coin, ~coin[partner])   # the lower id of a pair takes the coin, its partner the rest
@@ -173,9 +174,9 @@ def index_mark(prior: Transformer, ids: torch.Tensor, labels: torch.Tensor, part
     check_number(max_cost, "max_cost", low=0, allow_inf=True)
     dev, c = next(prior.parameters()).device, prior.config
     check_ids(ids, "ids", c.vocab_size)
-    if partner.shape != (c.vocab_size,): raise ValueError(f"partner: expected ({c.vocab_size},) for vocab {c.vocab_size}, got {tuple(partner.shape)}")
+    if partner.shape != (c.vocab_size,): raise InputError(f"partner: expected ({c.vocab_size},) for vocab {c.vocab_size}, got {tuple(partner.shape)}")
     check_ids(partner, "partner", c.vocab_size)
-    if green.shape != (1, c.vocab_size): raise ValueError(f"green: expected (1, {c.vocab_size}), got {tuple(green.shape)}")
+    if green.shape != (1, c.vocab_size): raise InputError(f"green: expected (1, {c.vocab_size}), got {tuple(green.shape)}")
     x, cfg = ids.to(dev), Guidance(labels, c.null_class, cfg_scale, dev)
     with eval_mode(prior): logp = cfg.mix(prior(cfg.double(x)[:, :-1], cfg.labels).float()).log_softmax(-1)
     mate = partner.to(dev)[x]
@@ -189,8 +190,8 @@ ATTACKS = ("none", "jpeg", "noise", "blur", "crop", "regen")
 def attack(images: torch.Tensor, kind: str, tokenizer=None, generator: torch.Generator | None = None) -> torch.Tensor:
     "Apply an image edit to uint8 images (B, 1, H, W): none, jpeg (q50), noise (sigma 20), blur (sigma 1), crop (3 px, resized back), regen (3 tokenizer cycles)."
     x = as_uint8_images(images, "images")
-    if kind not in ATTACKS: raise ValueError(f"kind: expected one of {ATTACKS}, got {kind!r}")
-    if generator is not None and generator.device.type != "cpu": raise ValueError(f"generator: expected a CPU generator, got one on {generator.device}")
+    if kind not in ATTACKS: raise InputError(f"kind: expected one of {ATTACKS}, got {kind!r}")
+    if generator is not None and generator.device.type != "cpu": raise InputError(f"generator: expected a CPU generator, got one on {generator.device}")
     if kind == "none": return x
     if kind == "jpeg":
         return torch.stack([torch.from_numpy(np.array(Image.open(io.BytesIO(jpeg_bytes(im, 50)))))[None] for im in x])
@@ -201,7 +202,7 @@ def attack(images: torch.Tensor, kind: str, tokenizer=None, generator: torch.Gen
         h, w = x.shape[-2:]
         return F.interpolate(x[..., 3:h - 3, 3:w - 3].float(), size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)
     if kind == "regen":
-        if tokenizer is None: raise ValueError("tokenizer: the 'regen' attack needs the tokenizer")
+        if tokenizer is None: raise InputError("tokenizer: the 'regen' attack needs the tokenizer")
         for _ in range(3): x = tokenizer.decode(tokenizer.encode(x)).cpu()
         return x
-    raise ValueError(f"kind: expected one of {ATTACKS}, got {kind!r}")
+    raise InputError(f"kind: expected one of {ATTACKS}, got {kind!r}")
