@@ -136,7 +136,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
-# %% ../nbs/01_data.ipynb #f49c3430
+# %% ../nbs/01_data.ipynb #0fdb5934
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),
@@ -204,7 +204,7 @@ class TensorImages(Dataset):
 def make_loader(images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 128,
                 shuffle: bool = True, seed: int = 0, drop_last: bool = False) -> DataLoader:
     "A DataLoader over in-memory tensors; `seed` fixes the shuffling order."
-    check_number(batch_size, "batch_size", low=1, integer=True)
+    check_tensor(images, "images", nonempty=True); check_number(batch_size, "batch_size", low=1, integer=True)
     if drop_last and batch_size > len(images):
         raise InputError(f"batch_size: {batch_size} is larger than the {len(images)} items (drop_last would leave no batch)")
     return DataLoader(TensorImages(images, labels), batch_size=batch_size, shuffle=shuffle,

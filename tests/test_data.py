@@ -77,8 +77,12 @@ def test_endless_restarts_passes_and_refuses_an_empty_loader():
     assert all(len(b) == 4 for b in seen)
     assert len(set(seen[0] + seen[1])) == 8 and len(set(seen[2] + seen[3])) == 8
     assert seen[:2] != seen[2:4]                                          # each pass is reshuffled
+    with pytest.raises(ValueError, match="batch_size"):                  # a loader that could give no batch is refused
+        make_loader(x[:3], batch_size=4, drop_last=True)
     with pytest.raises(ValueError, match="loader"):                      # no hang on a loader with no batches
-        next(endless(make_loader(x[:3], batch_size=4, drop_last=True)))
+        next(endless([]))
+    with pytest.raises(ValueError, match="images"):
+        make_loader(x[:0], batch_size=4)
 
 
 def test_augment_digits_keeps_originals_labels_and_seed():
