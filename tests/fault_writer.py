@@ -59,8 +59,9 @@ def install_kill_points(kill_at: int, torn: bool, list_points: bool) -> None:
         return count[0] == kill_at
     def wrap(owner, name):
         orig = getattr(owner, name)
-        def f(*a, **k):
-            if reached(name): os._exit(137)
+        def f(*a, **k):  # labelled with the file it writes or moves into place
+            target = a[1] if name in ("replace", "rename", "save_file") else None
+            if reached(f"{name} {pathlib.Path(str(target)).name}" if target is not None else name): os._exit(137)
             return orig(*a, **k)
         setattr(owner, name, f)
     def wrap_write(name):

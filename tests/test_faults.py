@@ -57,6 +57,8 @@ def assert_files_whole(run: Path):
 def test_a_leaderboard_killed_at_any_write_point_resumes_to_the_same_result(tmp_path, monkeypatch):
     clean, points, killed = kill_cases("leaderboard", tmp_path)
     assert len(points) >= 15 and {"save_file", "rename", "replace", "fsync"} <= {p.split()[0] for p in points}
+    assert {"replace budget.json", "replace records.jsonl", "replace samples_toy.npy", "replace leaderboard.md",
+            "replace samples.png", "rename toy"} <= set(points)
     for name, value in toy_leaderboard_patches().items(): monkeypatch.setattr(lb, name, value)
     [want] = lb.read_leaderboard(clean / "smoke")
     want_weights = load_file(str(clean / "smoke/toy/model.safetensors"))
