@@ -4,7 +4,7 @@
 
 # %% ../nbs/99_cli.ipynb #bfa04078
 from __future__ import annotations
-import argparse, datetime, sys, time
+import argparse, datetime, os, sys, time
 from pathlib import Path
 import torch
 import argen_lit
@@ -47,12 +47,18 @@ def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800)
     except FileNotFoundError: raise InputNotFoundError(f"path: no notebook at {str(path)!r}") from None
     except Exception as e: raise InputError(f"path: {str(path)!r} is not a notebook ({type(e).__name__})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
+    running = out.with_name(f".{out.stem}.running.ipynb")  # papermill saves as it goes: never half a notebook at `out`
     t0 = time.perf_counter()
-    pm.execute_notebook(str(path), str(out), parameters={"SMOKE": smoke}, kernel_name="python3",
-                        language="python", cwd=str(path.parent), progress_bar=False,
-                        execution_timeout=timeout, log_output=False)
-    seconds = time.perf_counter() - t0
-    record_provenance(out, path.stem, smoke, seconds)
+    try:
+        pm.execute_notebook(str(path), str(running), parameters={"SMOKE": smoke}, kernel_name="python3",
+                            language="python", cwd=str(path.parent), progress_bar=False,
+                            execution_timeout=timeout, log_output=False)
+        seconds = time.perf_counter() - t0
+        record_provenance(running, path.stem, smoke, seconds)
+        os.replace(running, out)
+    finally:  # a failed run of a copy stays readable at `out`; a failed in-place run leaves the source untouched
+        if running.exists() and out.resolve() != path.resolve(): os.replace(running, out)
+        running.unlink(missing_ok=True)
     return seconds
 
 def record_provenance(notebook: Path, stem: str, smoke: bool, seconds: float) -> None:

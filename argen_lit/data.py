@@ -136,7 +136,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
 
-# %% ../nbs/01_data.ipynb #0fdb5934
+# %% ../nbs/01_data.ipynb #ab8dfaec
 class _ArrayUnpickler(pickle.Unpickler):
     "Unpickles dicts, lists, strings and numpy arrays only (what a CIFAR batch holds); any other global is refused unrun."
     SAFE = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"), ("numpy", "ndarray"),

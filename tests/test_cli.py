@@ -34,3 +34,14 @@ def test_course_reports_failures_with_nonzero_exit(tmp_path, monkeypatch):
     assert main(["course", "--out-dir", str(tmp_path / "out")]) == 1
     table = format_results([{"notebook": "a", "mode": "smoke", "seconds": 1.0, "ok": True, "error": ""}])
     assert "| a | smoke | 1.0 | ok |" in table
+
+
+def test_a_failed_in_place_run_leaves_the_source_untouched(tmp_path, monkeypatch):
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    src = ('{"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "SMOKE = True", "outputs": [], '
+           '"execution_count": null}, {"cell_type": "code", "metadata": {}, "source": "1/0", "outputs": [], '
+           '"execution_count": null}], "metadata": {}, "nbformat": 4, "nbformat_minor": 4}')
+    (nbs / "00_broken.ipynb").write_text(src)
+    monkeypatch.setattr("argen_lit.cli.course_dir", lambda: nbs)
+    assert main(["course", "--in-place"]) == 1
+    assert (nbs / "00_broken.ipynb").read_text() == src and sorted(p.name for p in nbs.iterdir()) == ["00_broken.ipynb"]

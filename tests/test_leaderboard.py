@@ -75,7 +75,18 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 def test_cli_runs_the_leaderboard(board, capsys):
     out, _ = board
     assert main(["leaderboard", "--budget", "smoke", "--paradigms", "vq", "--out-dir", str(out), "--device", "cpu"]) == 0
-    assert "| vq |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| vq |" in printed and "| masked |" in printed  # a subset run keeps the rows measured before
+    assert "| masked |" in (out / "smoke/leaderboard.md").read_text()
+
+
+def test_a_record_whose_samples_are_lost_is_measured_again(board):
+    out, records = board
+    run = out / "smoke"
+    (run / "samples_vq.npy").unlink()
+    again = run_leaderboard("smoke", ["vq"], out_dir=out, device="cpu")
+    assert (run / "samples_vq.npy").is_file() and [r["paradigm"] for r in again] == ["vq", "masked"]
+    assert again[0]["metrics"]["fid"] == pytest.approx(records[0]["metrics"]["fid"], rel=1e-6)
 
 
 def test_a_folder_made_under_other_budget_settings_is_refused(board):
