@@ -102,6 +102,9 @@ def run_course(names=None, full: bool = False, out_dir: str | Path = "runs/noteb
 
 def format_results(results: list[dict]) -> str:
     "A markdown table of seconds per notebook."
+    for i, r in enumerate(results):
+        missing = [k for k in ("notebook", "mode", "seconds", "ok", "error") if not isinstance(r, dict) or k not in r]
+        if missing: raise InputError(f"results: record {i} lacks {missing} (run_course makes them)")
     rows = ["| notebook | mode | seconds | status |", "|---|---|---:|---|"]
     rows += [f"| {r['notebook']} | {r['mode']} | {r['seconds']:.1f} | {'ok' if r['ok'] else 'FAILED: ' + r['error']} |" for r in results]
     rows.append(f"| total | | {sum(r['seconds'] for r in results if r['ok']):.1f} | {sum(r['ok'] for r in results)}/{len(results)} ok |")
