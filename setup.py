@@ -23,7 +23,7 @@ setuptools.setup(
     keywords=cfg["keywords"].split(),
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=[cfg["lib_path"], cfg["lib_path"] + ".*"]),
-    package_data={cfg["lib_path"]: ["assets/*/*.safetensors", "assets/*/*.json"]},
+    package_data={cfg["lib_path"]: ["assets/*/*.safetensors", "assets/*/*.json", "assets/*/*/*.safetensors", "assets/*/*/*.json"]},
     include_package_data=True,
     install_requires=requirements,
     extras_require={"dev": dev_requirements},

@@ -4,16 +4,18 @@
 
 # %% ../nbs/90_leaderboard.ipynb #f3048624
 from __future__ import annotations
-import json
+import hashlib, json, os, shutil, tempfile
 import time
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, asdict, fields, replace
+from importlib import resources
 from pathlib import Path
 import numpy as np
 import torch
 from .codec import fit_bytes
-from .core import InputError, atomic_path, default_device, make_generator, n_params, progress, write_atomic
+from .core import (InputError, InputNotFoundError, atomic_path, default_device, is_checkpoint, make_generator,
+                            n_params, progress, write_atomic)
 from .data import image_grid
-from .eval import count_forward_passes, evaluate, leaderboard_record, read_records, records_table
+from .eval import classifier_accuracy, count_forward_passes, evaluate, leaderboard_record, load_classifier, read_records, records_table
 from .flow_heads import fit_flow
 from .masked import fit_masked
 from .next_scale import fit_next_scale
@@ -22,7 +24,8 @@ from .recipes import Budget, Contender, get_budget, load_data
 from .vq import fit_vq
 
 # %% auto #0
-__all__ = ['PARADIGMS', 'measure', 'leaderboard_table', 'save_figure', 'run_leaderboard', 'read_leaderboard']
+__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'leaderboard_table', 'save_figure', 'run_leaderboard',
+           'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
 PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "next_scale": fit_next_scale,
@@ -104,14 +107,20 @@ def _run_folder(out_dir: str | Path, b: Budget) -> Path:
 
 
 # %% ../nbs/90_leaderboard.ipynb #b1646bd0
-def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str | Path = "runs/leaderboard",
+def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir: str | Path = "runs/leaderboard",
                     device=None) -> list[dict]:
     """Train or load, sample and score each of `paradigms` (default: all) under one budget, skipping those already
-    measured in the folder. Returns every record in the folder, which the table and figure also show."""
-    b, dev = get_budget(budget), default_device(device)
+    measured in the folder; budget 'pretrained' scores the shipped full-budget checkpoints instead of training.
+    Returns every record in the folder, which the table and figure also show."""
+    b, dev = PRETRAINED if budget == "pretrained" else get_budget(budget), default_device(device)
     names = list(PARADIGMS) if paradigms is None else _check_paradigms(paradigms)
     if b.n_samples < 20: raise InputError(f"budget: n_samples must be at least 20 for KID and precision/recall, got {b.n_samples}")
     run = _run_folder(out_dir, b)
+    if b.name == "pretrained":
+        shipped = install_pretrained(run)
+        if paradigms is None: names = [n for n in names if n in shipped]
+        missing = [n for n in names if n not in shipped]
+        if missing: raise InputError(f"paradigms: {missing} have no shipped checkpoints; train them with budget 'quick' or 'full'")
     done = {r["paradigm"]: r for r in read_leaderboard(run) if (run / f"samples_{r['paradigm']}.npy").is_file()}
     data = None
     for name in names:
@@ -129,4 +138,56 @@ def run_leaderboard(budget: str | Budget = "quick", paradigms=None, out_dir: str
 def read_leaderboard(run: str | Path) -> list[dict]:
     "The records in a leaderboard folder (the last one per paradigm)."
     return read_records(Path(run) / "records.jsonl", latest=True)
+
+
+# %% ../nbs/90_leaderboard.ipynb #10dfa5e7
+PRETRAINED = replace(get_budget("full"), name="pretrained")  # the full recipe; its checkpoints ship with the package
+MANIFEST = "manifest.json"
+
+def pretrained_dir() -> Path:
+    "The shipped full-budget checkpoints inside the installed package."
+    return Path(str(resources.files("argen_lit") / "assets" / "pretrained"))
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def read_manifest(directory: str | Path | None = None) -> dict:
+    "The manifest of a folder of shipped checkpoints (default: the package's)."
+    p = Path(directory or pretrained_dir()) / MANIFEST
+    if not p.is_file(): raise InputNotFoundError(f"directory: no {MANIFEST} in {str(p.parent)!r} (no shipped checkpoints)")
+    try: man = json.loads(p.read_text())
+    except json.JSONDecodeError as e: raise InputError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(man, dict) or not {"files", "paradigms"} <= set(man): raise InputError(f"{p}: expected 'files' and 'paradigms'")
+    return man
+
+def install_pretrained(run: str | Path, directory: str | Path | None = None) -> list[str]:
+    "Copy the shipped checkpoints into `run` (each file checked against its sha256 first); returns the paradigms they serve."
+    src, run = Path(directory or pretrained_dir()), Path(run)
+    man = read_manifest(src)
+    for folder, files in man["files"].items():  # every file checked before any is copied
+        for name, digest in files.items():
+            p = src / folder / name
+            if not p.is_file(): raise InputNotFoundError(f"{p}: a shipped file is missing")
+            if _sha256(p) != digest: raise InputError(f"{p}: its sha256 does not match {MANIFEST} (a damaged or edited file)")
+    run.mkdir(parents=True, exist_ok=True)
+    for folder, files in man["files"].items():
+        if is_checkpoint(run / folder): continue
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=run))
+        try:
+            for name in files: shutil.copyfile(src / folder / name, tmp / name)
+            os.rename(tmp, run / folder)  # whole folders only, as save_checkpoint
+        finally: shutil.rmtree(tmp, ignore_errors=True)
+    return list(man["paradigms"])
+
+
+# %% ../nbs/90_leaderboard.ipynb #edd45160
+def spot_check(name: str, run: str | Path, n: int = 100, device=None) -> dict:
+    """Class accuracy of `n` seeded class-conditional samples of paradigm `name` from the checkpoints in `run` (trained
+    under the full recipe): a minute's check that shipped models still draw what they drew when they were shipped."""
+    if name not in PARADIGMS: raise InputError(f"name: expected one of {tuple(PARADIGMS)}, got {name!r}")
+    dev = default_device(device)
+    c = PARADIGMS[name](PRETRAINED, load_data(replace(PRETRAINED, aug_copies=1)), Path(run), dev)
+    labels = torch.arange(10).repeat_interleave(-(-n // 10))[:n].to(dev)
+    images = c.sample(labels, make_generator(0, dev)).cpu()
+    return {"n": n, "class_accuracy": classifier_accuracy(load_classifier(device=dev), images, labels.cpu())}
 
