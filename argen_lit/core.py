@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'check_tensor',
            'check_batching', 'check_module', 'default_device', 'seed_everything', 'make_generator', 'autocast',
-           'Config', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config', 'read_meta',
-           'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop', 'eval_mode', 'n_params',
-           'check_ids']
+           'Config', 'temp_dir', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config',
+           'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop',
+           'eval_mode', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #82a27ca7
 class InputError(ValueError):
@@ -167,6 +167,14 @@ def _check_field_type(cls, name, hint, value):
 
 
 # %% ../nbs/00_core.ipynb #175d4075
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask); return mask
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    "A fresh hidden folder in `parent`, with the permissions a plain `mkdir` would give (mkdtemp's are owner-only)."
+    d = Path(tempfile.mkdtemp(prefix=prefix, dir=parent)); os.chmod(d, 0o777 & ~_umask())
+    return d
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try: os.fsync(fd)
@@ -183,6 +191,7 @@ def atomic_path(path: str | Path):
     os.close(fd); tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask())  # mkstemp's are owner-only
         _fsync(tmp); os.replace(tmp, path)
     finally: tmp.unlink(missing_ok=True)
 
@@ -210,7 +219,7 @@ def save_checkpoint(model: nn.Module, directory: str | Path, config: Config | No
     others = sorted(p.name for p in d.iterdir() if p.name not in (CONFIG_FILE, WEIGHTS_FILE)) if d.is_dir() else []
     if others: raise InputError(f"directory: {str(d)!r} holds other files {others[:5]}; save into an empty or checkpoint folder")
     d.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-", dir=d.parent))
+    tmp = temp_dir(d.parent, f".{d.name}.tmp-")
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
         record = {"config_class": type(config).__name__, "config": config.to_dict(), "meta": meta or {}}

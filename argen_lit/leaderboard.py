@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_leaderboard.ipynb #f3048624
 from __future__ import annotations
-import hashlib, json, os, shutil, tempfile
+import hashlib, json, os, shutil
 import time
 from dataclasses import MISSING, asdict, fields, replace
 from importlib import resources
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from .codec import fit_bytes
 from .core import (InputError, InputNotFoundError, atomic_path, default_device, is_checkpoint, make_generator,
-                            n_params, progress, write_atomic)
+                            n_params, progress, temp_dir, write_atomic)
 from .data import image_grid
 from .eval import classifier_accuracy, count_forward_passes, evaluate, leaderboard_record, load_classifier, read_records, records_table
 from .flow_heads import fit_flow
@@ -140,7 +140,7 @@ def read_leaderboard(run: str | Path) -> list[dict]:
     return read_records(Path(run) / "records.jsonl", latest=True)
 
 
-# %% ../nbs/90_leaderboard.ipynb #10dfa5e7
+# %% ../nbs/90_leaderboard.ipynb #239e5511
 PRETRAINED = replace(get_budget("full"), name="pretrained")  # the full recipe; its checkpoints ship with the package
 MANIFEST = "manifest.json"
 
@@ -172,7 +172,7 @@ def install_pretrained(run: str | Path, directory: str | Path | None = None) -> 
     run.mkdir(parents=True, exist_ok=True)
     for folder, files in man["files"].items():
         if is_checkpoint(run / folder): continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=run))
+        tmp = temp_dir(run, f".{folder}.tmp-")
         try:
             for name in files: shutil.copyfile(src / folder / name, tmp / name)
             os.rename(tmp, run / folder)  # whole folders only, as save_checkpoint
@@ -180,7 +180,7 @@ def install_pretrained(run: str | Path, directory: str | Path | None = None) -> 
     return list(man["paradigms"])
 
 
-# %% ../nbs/90_leaderboard.ipynb #edd45160
+# %% ../nbs/90_leaderboard.ipynb #a17f3616
 def spot_check(name: str, run: str | Path, n: int = 100, device=None) -> dict:
     """Class accuracy of `n` seeded class-conditional samples of paradigm `name` from the checkpoints in `run` (trained
     under the full recipe): a minute's check that shipped models still draw what they drew when they were shipped."""

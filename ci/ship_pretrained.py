@@ -1,7 +1,9 @@
 """Ship a full-budget leaderboard run's checkpoints with the package (a maintainer's step, run once per retrain).
 
     argen-lit leaderboard --budget full --out-dir runs/leaderboard     # trains every paradigm (~45 min, 2 CPU cores)
-    python ci/ship_pretrained.py runs/leaderboard/full                 # copies them to argen_lit/assets/pretrained
+    python ci/ship_pretrained.py runs/leaderboard/full COMMIT          # copies them to argen_lit/assets/pretrained
+
+COMMIT is the commit the run trained at (default: HEAD).
 
 Each checkpoint's config.json meta gains its provenance (command, commit, date, device, torch, budget); the folder's
 manifest.json gets every file's sha256, the folders each paradigm loads, the run's leaderboard figures, and a spot
@@ -19,11 +21,11 @@ FOLDERS = {"pixels": ["pixels"], "vq": ["vq_tokenizer", "vq_prior"], "bytes": ["
            "flow": ["latent_tokenizer", "flow_prior"]}
 
 
-def main(run: str) -> None:
+def main(run: str, commit: str | None = None) -> None:
     run, dest = Path(run), pretrained_dir()
     records = {r["paradigm"]: r for r in read_leaderboard(run)}
     if set(records) != set(FOLDERS): sys.exit(f"{run}: expected a record of every paradigm, found {sorted(records)}")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     shutil.rmtree(dest, ignore_errors=True); dest.mkdir(parents=True)
     files = {}
     for folder in sorted({f for fs in FOLDERS.values() for f in fs}):
@@ -50,4 +52,4 @@ def main(run: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/leaderboard/full")
+    main(*sys.argv[1:3])

@@ -158,3 +158,16 @@ def test_load_model_builds_from_the_stored_config_in_eval_mode(tmp_path):
     back = load_model(Tiny, TinyConfig, tmp_path / "m")
     assert back.config == m.config and not back.training
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
+
+
+def test_atomic_writes_keep_the_permissions_of_a_plain_write(tmp_path):
+    import os
+    from argen_lit.core import write_atomic
+    mask = os.umask(0o022); os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.txt", "x"); save_checkpoint(Tiny(TinyConfig()), tmp_path / "ckpt")
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755
+        os.chmod(tmp_path / "a.txt", 0o600); write_atomic(tmp_path / "a.txt", "y")  # an existing file keeps its mode
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o600
+    finally: os.umask(mask)
