@@ -140,7 +140,7 @@ def read_leaderboard(run: str | Path) -> list[dict]:
     return read_records(Path(run) / "records.jsonl", latest=True)
 
 
-# %% ../nbs/90_leaderboard.ipynb #239e5511
+# %% ../nbs/90_leaderboard.ipynb #efb7e4d2
 PRETRAINED = replace(get_budget("full"), name="pretrained")  # the full recipe; its checkpoints ship with the package
 MANIFEST = "manifest.json"
 
@@ -180,7 +180,7 @@ def install_pretrained(run: str | Path, directory: str | Path | None = None) -> 
     return list(man["paradigms"])
 
 
-# %% ../nbs/90_leaderboard.ipynb #a17f3616
+# %% ../nbs/90_leaderboard.ipynb #9ea256d1
 def spot_check(name: str, run: str | Path, n: int = 100, device=None) -> dict:
     """Class accuracy of `n` seeded class-conditional samples of paradigm `name` from the checkpoints in `run` (trained
     under the full recipe): a minute's check that shipped models still draw what they drew when they were shipped."""
