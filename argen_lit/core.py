@@ -142,14 +142,12 @@ class Config:
         missing or ill-typed fields are refused by name (a missing field would otherwise load with today's default,
         which may not be what the checkpoint was trained with)."""
         if not isinstance(d, dict): raise InputTypeError(f"config: expected a dict of fields, got {type(d).__name__}")
-        names, hints = [f.name for f in fields(cls)], typing.get_type_hints(cls)
+        names = [f.name for f in fields(cls)]
         unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
         if unknown: raise InputError(f"config: {cls.__name__} has no field(s) {unknown}")
         if missing: raise InputError(f"config: {cls.__name__} is missing field(s) {missing}; a checkpoint saved without "
                                      "them cannot say how it was built (retrain it, or add the values it was trained with)")
-        values = {n: tuple(d[n]) if isinstance(d[n], list) else d[n] for n in names}
-        for n, v in values.items(): _check_field_type(cls, n, hints[n], v)
-        return cls(**values)
+        return cls(**d)  # __post_init__ checks each value's type and turns JSON lists into tuples
 
     def diff(self, other: "Config") -> dict:
         "Fields whose values differ: {name: (self's, other's)}."
