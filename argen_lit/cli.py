@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     lb = sub.add_parser("leaderboard", help="score the shipped models (or train every paradigm under a budget), write one table")
     lb.add_argument("--budget", default="pretrained", choices=("pretrained", "smoke", "quick", "full"),
                     help="pretrained (default): score the shipped full-budget checkpoints, a few minutes; "
-                         "quick: train everything in ~10 min on 2 CPU cores; full: the full recipes (~45 min)")
+                         "quick: train everything in ~14 min on 2 CPU cores (vq, masked, flow well; the rest briefly); "
+                         "full: the full recipes (~45-60 min)")
     lb.add_argument("--paradigms", nargs="*", help="a subset (default: all), e.g. vq masked flow")
     lb.add_argument("--out-dir", default="runs/leaderboard", help="checkpoints, records, table and figure go to OUT_DIR/BUDGET")
     lb.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")

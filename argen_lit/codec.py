@@ -156,8 +156,8 @@ def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
     max_len = max(len(s) for s in scans) + 16  # room for a sample a little longer than any training scan
     cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
     lm, secs = train_or_load(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
-        m, scans_to_tokens(scans, max_len), data.yaug, steps=b.steps, batch_size=b.batch // 2, lr=2e-3, pad_token=PAD,
-        desc="train byte LM"), load_transformer, device, b.recipe(*MODEL_FIELDS))
+        m, scans_to_tokens(scans, max_len), data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch // 2, lr=2e-3,
+        pad_token=PAD, desc="train byte LM", cpu_bf16=b.cpu_bf16), load_transformer, device, b.recipe(*MODEL_FIELDS, slow=True))
     max_len = lm.config.max_seq_len - 2
     return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, generator=g, **BYTES_SAMPLER)[0], lm, [lm], secs,
                      f"bytes until EOS ({EOS}), cfg {BYTES_SAMPLER['cfg_scale']:g}")

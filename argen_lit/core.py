@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'check_tensor',
-           'check_batching', 'check_module', 'default_device', 'seed_everything', 'make_generator', 'autocast',
-           'Config', 'temp_dir', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint', 'load_config',
-           'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device', 'train_loop',
-           'eval_mode', 'n_params', 'check_ids']
+           'check_batching', 'check_module', 'default_device', 'seed_everything', 'make_generator', 'cpu_has_bf16',
+           'autocast', 'Config', 'temp_dir', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint',
+           'load_config', 'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device',
+           'train_loop', 'eval_mode', 'n_params', 'check_ids']
 
 # %% ../nbs/00_core.ipynb #82a27ca7
 class InputError(ValueError):
@@ -101,10 +101,17 @@ def make_generator(seed: int | None = None, device: str | torch.device = "cpu") 
     return g
 
 # %% ../nbs/00_core.ipynb #63ef020b
-def autocast(device: str | torch.device | None = None, enabled: bool = True):
-    "bf16 autocast on CUDA; a no-op context elsewhere (or when `enabled` is False)."
+def cpu_has_bf16() -> bool:
+    "Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX), so that CPU autocast can pay off."
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
+def autocast(device: str | torch.device | None = None, enabled: bool = True, cpu: bool = False):
+    """bf16 autocast on CUDA, and on a CPU with native bf16 when `cpu` is True (opt-in: some models stop learning
+    under it, see the measurements below); a no-op context elsewhere, or when `enabled` is False."""
     dev = default_device(device)
     if enabled and dev.type == "cuda": return torch.autocast("cuda", dtype=torch.bfloat16)
+    if enabled and cpu and dev.type == "cpu" and cpu_has_bf16(): return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 # %% ../nbs/00_core.ipynb #ef999c1b
@@ -328,9 +335,9 @@ def to_device(batch, device):
 
 def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
                betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
-               amp: bool = True, desc: str = "train") -> list[float]:
+               amp: bool = True, cpu_bf16: bool = False, desc: str = "train") -> list[float]:
     """The course's one training loop: `steps` AdamW steps (one-cycle LR, gradient-norm clipping at `clip`, bf16
-    autocast on CUDA when `amp`) on `loss_fn(model, batch)`, batches drawn from the iterator `batches` and moved to
+    autocast on CUDA when `amp`, and on a bf16-capable CPU too when `cpu_bf16`) on `loss_fn(model, batch)`, batches drawn from the iterator `batches` and moved to
     the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
     Returns the logged value of every step as floats; the model is in train mode during the loop, eval mode after."""
     check_module(model); check_number(steps, "steps", low=1, integer=True)
@@ -343,7 +350,7 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
     for step in progress(range(steps), desc=desc):
         try: batch = to_device(next(batches), dev)
         except StopIteration: raise InputError(f"batches: the iterator ran out after {step} of {steps} steps (pass an endless one)") from None
-        with autocast(dev, enabled=amp): out = loss_fn(model, batch)
+        with autocast(dev, enabled=amp, cpu=cpu_bf16): out = loss_fn(model, batch)
         loss, value = out if isinstance(out, tuple) else (out, out)
         opt.zero_grad(set_to_none=True); loss.backward()
         if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)

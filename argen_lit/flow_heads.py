@@ -305,13 +305,14 @@ def sample_flow_images(tokenizer: LatentTokenizer, prior: FlowPrior, labels: tor
 
 # %% ../nbs/60_flow_heads.ipynb #9f4ec12c
 def train_flow_prior(model: FlowPrior, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
-                     batch_size: int = 64, lr: float = 2e-3, seed: int = 0, desc: str | None = None) -> list[float]:
+                     batch_size: int = 64, lr: float = 2e-3, seed: int = 0, desc: str | None = None,
+                     cpu_bf16: bool = False) -> list[float]:
     "Train backbone and head together on continuous tokens (B, N, C) with the shared loop; returns the loss per step."
     model.check_tokens(tokens)
     if tokens.shape[1] != model.n_tokens:
         raise InputError(f"tokens: expected {model.n_tokens} tokens per image, got {tokens.shape[1]}")
     bits = train_on_tokens(model, tokens, labels, lambda m, xb, yb: m.loss(xb, yb), steps, batch_size, lr,
-                           seed=seed, desc=desc or f"train {model.config.head} prior")
+                           seed=seed, desc=desc or f"train {model.config.head} prior", cpu_bf16=cpu_bf16)
     return [b * math.log(2) for b in bits]  # the shared loop reports nats as bits; these losses are squared errors
 
 def load_latent_tokenizer(directory: str | Path, device=None) -> LatentTokenizer:
@@ -337,7 +338,7 @@ def fit_flow(b: Budget, data: Data, run: Path, device) -> Contender:
     cfg = FlowPriorConfig(backbone=prior_config(b, 0).to_dict(), token_dim=4, head="flow", head_width=b.head_width,
                           head_depth=2, noise_draws=4)
     prior, secs = train_or_load(run / "flow_prior", lambda: FlowPrior(cfg), lambda m: train_flow_prior(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3), load_flow_prior, device,
+        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, cpu_bf16=b.cpu_bf16), load_flow_prior, device,
         b.recipe(*PRIOR_FIELDS, "head_width"))
     s = FLOW_SAMPLER
     return Contender(lambda y, g: sample_flow_images(tok, prior, y, generator=g, **s), prior.backbone, [tok, prior],

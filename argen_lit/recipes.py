@@ -26,7 +26,7 @@ class Budget:
     _: KW_ONLY                # every field after the name by keyword: a budget reads as what it spends
     n_samples: int = 1000     # class-conditional samples per paradigm (a multiple of 10), scored against the test split
     tok_steps: int            # training steps of each tokenizer (batch 64)
-    steps: int                # training steps of each prior, pixel model included (the same for every paradigm)
+    steps: int                # training steps of each prior, pixel model included (the same for every paradigm...)
     batch: int                # sequences (or images) per training step
     width: int                # transformer width (PixelCNN: a quarter of it as channels)
     depth: int                # transformer layers (PixelCNN: twice as many gated layers)
@@ -34,18 +34,30 @@ class Budget:
     head_width: int = 128     # the flow head's MLP width
     sample_batch: int = 500   # images per sampling call (the images/s column is measured at this batch)
     tok_channels: int = 32    # conv width of the tokenizers
+    slow_steps: int | None = None  # ...unless set: then the steps of the three models that cost 3-6x more per step
+                                   # (PixelCNN, byte LM, next-scale prior), so a short budget spends its time elsewhere
+    cpu_bf16: bool = False    # bf16 autocast on a bf16-capable CPU for the priors it does not hurt (vq, masked, flow, bytes)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name: raise InputError(f"name: expected a non-empty str, got {self.name!r}")
         for f in ("n_samples", "tok_steps", "steps", "batch", "width", "depth", "aug_copies", "head_width", "sample_batch", "tok_channels"):
             check_number(getattr(self, f), f, low=1, integer=True)
+        if self.slow_steps is not None: check_number(self.slow_steps, "slow_steps", low=1, integer=True)
+        if not isinstance(self.cpu_bf16, bool): raise InputError(f"cpu_bf16: expected True or False, got {self.cpu_bf16!r}")
         if self.n_samples % 10: raise InputError(f"n_samples: expected a multiple of 10 (one share per digit), got {self.n_samples}")
 
-    def recipe(self, *fields: str) -> dict:
-        "The values of `fields` (default: `PRIOR_FIELDS`): what a checkpoint trained under this budget depends on."
+    def train_steps(self, slow: bool = False) -> int:
+        "Training steps of a model: `slow_steps` for one of the slow models (when set), else `steps`."
+        return self.slow_steps if slow and self.slow_steps is not None else self.steps
+
+    def recipe(self, *fields: str, slow: bool = False) -> dict:
+        """The values of `fields` (default: `PRIOR_FIELDS`): what a checkpoint trained under this budget depends on.
+        For a slow model (`slow`), `steps` is the steps it trains: `train_steps(slow=True)`."""
         unknown = [f for f in fields if f not in self.__dataclass_fields__ or f == "_"]
         if unknown: raise InputError(f"fields: {unknown} are not Budget fields")
-        return {f: getattr(self, f) for f in fields or PRIOR_FIELDS}
+        values = {f: getattr(self, f) for f in fields or PRIOR_FIELDS}
+        if "steps" in values: values["steps"] = self.train_steps(slow)
+        return values
 
 TOKENIZER_FIELDS = ("tok_steps", "tok_channels")                              # what a tokenizer depends on
 MODEL_FIELDS = ("steps", "batch", "width", "depth", "aug_copies")             # a model trained on pixels or bytes
@@ -53,7 +65,8 @@ PRIOR_FIELDS = TOKENIZER_FIELDS + MODEL_FIELDS                                # 
 
 BUDGETS = {
     "smoke": Budget("smoke", n_samples=50, tok_steps=5, steps=5, batch=8, width=32, depth=1, aug_copies=1, head_width=16),
-    "quick": Budget("quick", n_samples=300, tok_steps=200, steps=250, batch=64, width=128, depth=3, aug_copies=4),
+    "quick": Budget("quick", n_samples=300, tok_steps=200, steps=800, batch=64, width=128, depth=3, aug_copies=4,
+                    slow_steps=100, cpu_bf16=True),  # ten minutes where they count: 00_core's and 90_leaderboard's tables
     "full": Budget("full", n_samples=1000, tok_steps=600, steps=1000, batch=64, width=128, depth=3, aug_copies=8),
 }
 

@@ -426,20 +426,22 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
 
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                    seed: int = 0, desc: str = "train") -> list[float]:
+                    seed: int = 0, desc: str = "train", cpu_bf16: bool = False) -> list[float]:
     """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
-    `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step."""
+    `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step.
+    `cpu_bf16`: bf16 autocast on a bf16-capable CPU too (`core.autocast`)."""
     check_number(steps, "steps", low=1, integer=True); check_number(batch_size, "batch_size", low=1, integer=True)
     check_tensor(tokens, "tokens", nonempty=True)
     if tokens.ndim not in (2, 3): raise InputError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
     loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
-    nats = train_loop(model, endless(loader), step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc)
+    nats = train_loop(model, endless(loader), step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc,
+                      cpu_bf16=cpu_bf16)
     return [n / math.log(2) for n in nats]
 
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                     seed: int = 0, desc: str = "train", pad_token: int | None = None) -> list[float]:
+                     seed: int = 0, desc: str = "train", pad_token: int | None = None, cpu_bf16: bool = False) -> list[float]:
     """Teacher-forced next-token training on `tokens` (B, T) with `train_on_tokens`; returns bits/token per step.
     Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
     if pad_token is not None: check_number(pad_token, "pad_token", low=0, high=model.config.vocab_size - 1, integer=True)
@@ -447,7 +449,7 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
     def loss_fn(model, xb, yb):
         logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
         return F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=ignore)
-    return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc)
+    return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16)
 
 def load_transformer(directory: str | Path, device=None) -> Transformer:
     "A shared transformer (a prior, a byte LM, a masked model) from a checkpoint folder, in eval mode."

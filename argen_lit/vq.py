@@ -356,8 +356,8 @@ def raster_prior(b: Budget, tok: Tokenizer, data: Data, run: Path, device) -> tu
     "The course's baseline raster prior over `tok`'s codes at budget `b`, trained or loaded from `run`; (model, seconds)."
     seq = tok.encode(data.xaug).flatten(1).cpu()
     return train_or_load(run / "vq_prior", lambda: Transformer(prior_config(b, tok.n_codes)), lambda m: train_next_token(
-        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior"), load_transformer, device,
-        b.recipe())
+        m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior", cpu_bf16=b.cpu_bf16),
+        load_transformer, device, b.recipe())
 
 def fit_vq(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: the baseline tokenizer and raster prior, sampled with `VQ_SAMPLER`."

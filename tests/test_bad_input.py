@@ -142,6 +142,8 @@ ERRORS = [
     ("recipes", lambda tmp: R.get_budget("huge"), "budget"),
     ("recipes", lambda tmp: R.Budget("b", tok_steps=1, steps=0, batch=1, width=8, depth=1, aug_copies=1), "steps"),
     ("recipes", lambda tmp: R.Budget("b", n_samples=15, tok_steps=1, steps=1, batch=1, width=8, depth=1, aug_copies=1), "n_samples"),
+    ("recipes", lambda tmp: R.Budget("b", tok_steps=1, steps=1, batch=1, width=8, depth=1, aug_copies=1, slow_steps=0), "slow_steps"),
+    ("recipes", lambda tmp: R.Budget("b", tok_steps=1, steps=1, batch=1, width=8, depth=1, aug_copies=1, cpu_bf16="yes"), "cpu_bf16"),
     ("recipes", lambda tmp: R.BUDGETS["smoke"].recipe("nope"), "fields"),
     ("recipes", lambda tmp: R.train_or_load(tmp / "m", lambda: PRIOR, lambda m: None, T.load_transformer, "cpu",
                                             recipe={"x": torch.tensor(1)}), "recipe"),

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
-from argen_lit.core import (Config, autocast, default_device, eval_mode, load_checkpoint, load_config, load_model, make_generator,
+from argen_lit.core import (Config, autocast, cpu_has_bf16, default_device, eval_mode, load_checkpoint, load_config, load_model, make_generator,
                             n_params, one_cycle, progress, save_checkpoint, train_loop)
 
 
@@ -46,6 +46,26 @@ def test_autocast_is_noop_on_cpu():
     with autocast("cpu"):
         y = nn.Linear(3, 3)(torch.randn(2, 3))
     assert y.dtype == torch.float32
+
+
+def test_cpu_autocast_is_opt_in_and_follows_the_cpu():
+    with autocast("cpu", cpu=True):
+        y = nn.Linear(3, 3)(torch.randn(2, 3))
+    assert y.dtype == (torch.bfloat16 if cpu_has_bf16() else torch.float32)
+    with autocast("cpu", enabled=False, cpu=True):
+        assert nn.Linear(3, 3)(torch.randn(2, 3)).dtype == torch.float32
+
+
+def test_train_loop_cpu_bf16_computes_the_loss_in_bf16_and_keeps_fp32_weights():
+    if not cpu_has_bf16(): pytest.skip("this CPU has no native bf16")
+    m, seen = nn.Linear(3, 1), []
+    def loss(m, x):
+        out = m(x); seen.append(out.dtype); return out.float().pow(2).mean()
+    def forever():
+        while True: yield torch.ones(4, 3)
+    train_loop(m, forever(), loss, 3, 0.1, cpu_bf16=True)
+    train_loop(m, forever(), loss, 1, 0.1)
+    assert seen == [torch.bfloat16] * 3 + [torch.float32] and m.weight.dtype == torch.float32
 
 
 def test_config_presets_and_json_round_trip():

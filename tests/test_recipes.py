@@ -1,7 +1,8 @@
+from dataclasses import replace
 import json
 import pytest
 import torch
-from argen_lit.core import Config, load_checkpoint
+from argen_lit.core import Config, load_checkpoint, read_meta
 from argen_lit.recipes import BUDGETS, Budget, Contender, get_budget, load_data, prior_config, train_or_load
 
 
@@ -60,6 +61,18 @@ def test_budget_fields_after_the_name_are_keywords():
     assert b.recipe() == {"tok_steps": 1, "tok_channels": 32, "steps": 2, "batch": 4, "width": 32, "depth": 1, "aug_copies": 2}
 
 
+def test_slow_steps_go_to_the_slow_models_only():
+    b = Budget("mine", tok_steps=1, steps=20, batch=4, width=32, depth=1, aug_copies=2, slow_steps=5)
+    assert (b.train_steps(), b.train_steps(slow=True)) == (20, 5)
+    assert b.recipe()["steps"] == 20 and b.recipe(slow=True)["steps"] == 5 and b.recipe("batch", slow=True) == {"batch": 4}
+    plain = Budget("mine", tok_steps=1, steps=20, batch=4, width=32, depth=1, aug_copies=2)
+    assert plain.train_steps(slow=True) == 20 and plain.recipe(slow=True) == plain.recipe()  # unset: every model alike
+    full = BUDGETS["full"]  # the shipped checkpoints were trained under these recipes: they must not change
+    assert full.recipe(slow=True) == full.recipe() and not full.cpu_bf16
+    quick = BUDGETS["quick"]
+    assert quick.cpu_bf16 and quick.train_steps(slow=True) < quick.steps
+
+
 def test_budgets_recipes_and_data():
     assert set(BUDGETS) == {"smoke", "quick", "full"} and get_budget("full") is BUDGETS["full"]
     b = Budget("mine", tok_steps=1, steps=2, batch=4, width=32, depth=1, aug_copies=2)
@@ -77,10 +90,10 @@ def test_budgets_recipes_and_data():
 
 def test_every_registered_recipe_returns_a_contender_that_samples(tmp_path):
     from argen_lit.leaderboard import PARADIGMS
-    b = BUDGETS["smoke"]
+    b = replace(BUDGETS["smoke"], slow_steps=3, cpu_bf16=True)  # the quick budget's two levers, at smoke sizes
     data = load_data(b)
     notes = {"pixels": "raster, cfg 2", "vq": "raster, KV cache, cfg 3", "bytes": "bytes until EOS (256), cfg 3",
-             "next_scale": "one pass per scale, cfg 3 (ramped)", "masked": "MaskGIT, 8 steps, cfg 5",
+             "next_scale": "one pass per scale, cfg 3 (ramped), T 0.8, top-p 0.7", "masked": "MaskGIT, 12 steps, cfg 3, noise 2",
              "flow": "raster, DiSA 32->2 Euler steps (536 head evaluations), T 0.9, cfg 3"}
     assert set(PARADIGMS) == set(notes)
     for name, fit in PARADIGMS.items():
@@ -89,3 +102,6 @@ def test_every_registered_recipe_returns_a_contender_that_samples(tmp_path):
         imgs = c.sample(torch.tensor([3, 7]), torch.Generator().manual_seed(0))
         assert imgs.dtype == torch.uint8 and imgs.shape == (2, 1, 28, 28), name
         assert (c.bits_per_dim is not None) == (name == "pixels"), name
+    steps = {folder: read_meta(tmp_path / folder)["recipe"]["steps"] for folder in
+             ("pixels", "bytes", "next_scale_prior", "vq_prior", "masked_prior", "flow_prior")}
+    assert steps == {"pixels": 3, "bytes": 3, "next_scale_prior": 3, "vq_prior": 5, "masked_prior": 5, "flow_prior": 5}
