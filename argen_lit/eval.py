@@ -26,9 +26,9 @@ from .data import load_mnist5k, random_affine
 __all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES', 'ClassifierConfig',
            'conv_bn', 'DigitClassifier', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir',
            'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor',
-           'as_uint8_images', 'ImageSet', 'evaluate', 'independent_pixel_samples', 'blur', 'bits_per_dim',
-           'count_forward_passes', 'compare_speed', 'chi2_two_sample', 'same_distribution', 'two_proportion_p',
-           'tpr_at_fpr', 'leaderboard_record', 'read_records', 'format_metric', 'records_table']
+           'as_uint8_images', 'ImageSet', 'wilson_interval', 'evaluate', 'independent_pixel_samples', 'blur',
+           'bits_per_dim', 'count_forward_passes', 'compare_speed', 'chi2_two_sample', 'same_distribution',
+           'two_proportion_p', 'tpr_at_fpr', 'leaderboard_record', 'read_records', 'format_metric', 'records_table']
 
 # %% ../nbs/03_eval.ipynb #68c34d02
 @dataclass
@@ -182,6 +182,16 @@ class ImageSet(Dataset):
         x = self.images[i]
         return x.expand(self.channels, -1, -1).contiguous() if self.channels != x.shape[0] else x
 
+# %% ../nbs/03_eval.ipynb #cadb9d6b
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    "Wilson score interval (low, high) of a binomial proportion from k successes in n trials, at `confidence`."
+    check_number(n, "n", low=1, integer=True); check_number(k, "k", low=0, high=n, integer=True)
+    check_number(confidence, "confidence", low=0, low_open=True, high=1, high_open=True)
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, z2 = k / n, z * z / n
+    centre, half = (p + z2 / 2) / (1 + z2), z / (1 + z2) * math.sqrt(p * (1 - p) / n + z2 / (4 * n))
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
+
 # %% ../nbs/03_eval.ipynb #78b2889b
 def _plain_tensor_file(path: str | Path, copy: Path) -> str:
     """Read Inception weights from `path` (safetensors, or a torch file loaded with `weights_only=True`) and write the
@@ -212,7 +222,8 @@ def _reference_images(reference) -> torch.Tensor:
 def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None = None, batch_size: int = 500,
              device=None, inception_weights: str | Path | None = None, prc_neighborhood: int = 3,
              verbose: bool = False) -> dict:
-    "FID, KID, precision/recall of `samples` against `reference`, and class accuracy when `labels` are given."
+    """FID, KID, precision/recall of `samples` against `reference`, and class accuracy with its 95% Wilson interval
+    (`class_accuracy_low`, `class_accuracy_high`) when `labels` are given."""
     x = as_uint8_images(samples, "samples")
     ref = _reference_images(reference)
     n = min(len(x), len(ref))
@@ -241,9 +252,10 @@ def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None
             batch_size=batch_size, kid_subset_size=kid_subset_size, prc_neighborhood=prc_neighborhood, verbose=verbose)
     out = {"fid": m["frechet_inception_distance"], "kid_mean": m["kernel_inception_distance_mean"],
            "kid_std": m["kernel_inception_distance_std"], "precision": m["precision"], "recall": m["recall"],
-           "class_accuracy": None, "n_samples": len(x), "n_reference": len(ref)}
+           "class_accuracy": None, "class_accuracy_low": None, "class_accuracy_high": None, "n_samples": len(x), "n_reference": len(ref)}
     if labels is not None:
         out["class_accuracy"] = classifier_accuracy(load_classifier(device=dev), x, labels.cpu())
+        out["class_accuracy_low"], out["class_accuracy_high"] = wilson_interval(round(out["class_accuracy"] * len(x)), len(x))
     return out
 
 # %% ../nbs/03_eval.ipynb #837b7f75

@@ -46,6 +46,7 @@ def measure(name: str, c: Contender, budget: Budget, run: Path, device) -> dict:
     n_batches = -(-len(labels) // budget.sample_batch)
     m = evaluate(images, labels.cpu(), device=device)
     metrics = {"fid": m["fid"], "precision": m["precision"], "recall": m["recall"], "class_accuracy": m["class_accuracy"],
+               "class_accuracy_low": m["class_accuracy_low"], "class_accuracy_high": m["class_accuracy_high"],  # 95%, Wilson
                "bits_per_dim": c.bits_per_dim, "forward_passes_per_image": round(calls["n"] / n_batches),
                "images_per_s": len(images) / seconds, "parameters": sum(n_params(x) for x in c.modules),
                "train_seconds": c.train_seconds}

@@ -6,7 +6,7 @@ import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from argen_lit.core import make_generator
 from argen_lit.data import load_mnist5k
-from argen_lit.eval import (EXTRACTOR_NAME, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
+from argen_lit.eval import (EXTRACTOR_NAME, wilson_interval, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
                             count_forward_passes, evaluate, independent_pixel_samples, leaderboard_record,
                             load_classifier, read_records, records_table, register_extractor, shipped_accuracy,
                             shipped_classifier_dir, train_classifier)
@@ -59,6 +59,8 @@ def test_evaluate_is_deterministic_and_orders_baselines(test_split):
     assert a == b
     assert set(a) >= {"fid", "kid_mean", "kid_std", "precision", "recall", "class_accuracy", "n_samples"}
     assert a["n_samples"] == 1000 and a["class_accuracy"] > 0.98 and a["kid_std"] > 0
+    lo, hi = a["class_accuracy_low"], a["class_accuracy_high"]
+    assert lo < a["class_accuracy"] < hi and (lo, hi) == wilson_interval(round(1000 * a["class_accuracy"]), 1000)
     noise = evaluate(torch.randint(0, 256, (500, 1, 28, 28), generator=make_generator(0), dtype=torch.uint8))
     indep = evaluate(independent_pixel_samples(xtr, 500, make_generator(0)))
     blurred = evaluate(blur(xte[torch.randperm(1000, generator=make_generator(1))[:500]]))
@@ -72,6 +74,7 @@ def test_evaluate_against_a_tensor_reference_and_small_sets(test_split):
     xte, _ = test_split
     r = evaluate(xte[:40], reference=xte[40:80])
     assert r["n_samples"] == 40 and r["n_reference"] == 40 and r["class_accuracy"] is None
+    assert r["class_accuracy_low"] is None and r["class_accuracy_high"] is None
 
 
 def test_bad_input_gets_clear_errors(test_split):
@@ -132,3 +135,20 @@ def test_leaderboard_records_round_trip(tmp_path):
     lines = records_table(latest, columns=("fid", "bits_per_dim", "class_accuracy"), sort_by="fid").splitlines()
     assert lines[0] == "| paradigm | FID | bits/dim | class acc. | sampler | device |"
     assert lines[2] == "| vq | 8.25 | - | 97.0% | - | cpu |" and lines[3] == "| pixels | 11.00 | 0.80 | - | - | cpu |"
+
+@pytest.mark.parametrize("n,rate", [(50, 0.5), (300, 0.9), (1000, 0.97), (100, 0.99)])
+def test_wilson_interval_covers_the_true_rate_about_95_percent_of_the_time(n, rate):
+    draws = 2000  # the coverage estimate's own standard error: about 0.5 points
+    ks = torch.binomial(torch.full((draws,), float(n)), torch.full((draws,), rate),
+                        generator=make_generator(n)).long().tolist()
+    covered = sum(lo <= rate <= hi for lo, hi in (wilson_interval(k, n) for k in ks)) / draws
+    assert 0.925 <= covered <= 0.975, covered
+
+
+def test_wilson_interval_edges_and_width():
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    lo, hi = wilson_interval(927, 1000)
+    assert 0.90 < lo < 0.927 < hi < 0.95
+    assert wilson_interval(927, 1000, 0.99)[0] < lo  # more confidence, a wider interval
+    n_small, n_large = wilson_interval(46, 50), wilson_interval(920, 1000)
+    assert n_small[1] - n_small[0] > 3 * (n_large[1] - n_large[0])  # width shrinks like 1/sqrt(n)

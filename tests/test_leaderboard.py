@@ -19,6 +19,7 @@ def test_records_have_every_column_and_the_files_are_written(board):
         assert set(COLUMNS) <= set(r["metrics"]) and r["device"] == "cpu" and r["budget"] == "smoke"
         m = r["metrics"]
         assert m["fid"] > 0 and 0 <= m["class_accuracy"] <= 1 and m["images_per_s"] > 0 and m["parameters"] > 0
+        assert m["class_accuracy_low"] <= m["class_accuracy"] <= m["class_accuracy_high"]  # its 95% interval
     passes = {r["paradigm"]: r["metrics"]["forward_passes_per_image"] for r in records}
     assert passes == {"vq": 49, "masked": 12}  # one pass per token / per MaskGIT step
     run = out / "smoke"
