@@ -45,7 +45,8 @@ def toy_parts():
 
     def fake_evaluate(images, labels, device=None):  # deterministic numbers of the images, in a fraction of a second
         f = images.float() / 255
-        return {"fid": f.mean().item(), "precision": f.std().item(), "recall": 0.5, "class_accuracy": 0.1}
+        return {"fid": f.mean().item(), "precision": f.std().item(), "recall": 0.5, "class_accuracy": 0.1,
+                "class_accuracy_low": 0.05, "class_accuracy_high": 0.2}
 
     return ToyConfig, Toy, fit_toy, fake_evaluate
 
