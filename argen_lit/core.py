@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #8438b5c7
 from __future__ import annotations
-import contextlib, json, math, numbers, os, random, shutil, tempfile, typing, uuid
+import contextlib, functools, json, math, numbers, os, random, shutil, tempfile, typing, uuid
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np
@@ -101,6 +101,7 @@ def make_generator(seed: int | None = None, device: str | torch.device = "cpu") 
     return g
 
 # %% ../nbs/00_core.ipynb #63ef020b
+@functools.cache  # asked every training step; the answer cannot change within a process
 def cpu_has_bf16() -> bool:
     "Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX), so that CPU autocast can pay off."
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -337,8 +338,8 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
                betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
                amp: bool = True, cpu_bf16: bool = False, desc: str = "train") -> list[float]:
     """The course's one training loop: `steps` AdamW steps (one-cycle LR, gradient-norm clipping at `clip`, bf16
-    autocast on CUDA when `amp`, and on a bf16-capable CPU too when `cpu_bf16`) on `loss_fn(model, batch)`, batches drawn from the iterator `batches` and moved to
-    the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
+    autocast on CUDA when `amp`, and on a bf16-capable CPU too when `cpu_bf16`) on `loss_fn(model, batch)`, batches
+    drawn from the iterator `batches` and moved to the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
     Returns the logged value of every step as floats; the model is in train mode during the loop, eval mode after."""
     check_module(model); check_number(steps, "steps", low=1, integer=True)
     if clip is not None: check_number(clip, "clip", low=0, low_open=True)
