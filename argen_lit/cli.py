@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--paradigms", nargs="*", help="a subset (default: all), e.g. vq masked flow")
     lb.add_argument("--out-dir", default="runs/leaderboard", help="checkpoints, records, table and figure go to OUT_DIR/BUDGET")
     lb.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    lb.add_argument("--seeds", type=int, default=None,
+                    help="sampling seeds per paradigm (0..SEEDS-1): the table shows mean ± spread over them "
+                         "(default: 1 for pretrained, quick and smoke, 3 for full); each seed adds a full draw")
     return p
 
 def main(argv=None) -> int:
@@ -168,7 +171,7 @@ def _run(args) -> int:
         print(info()); return 0
     if args.command == "leaderboard":
         from argen_lit.leaderboard import leaderboard_table, run_leaderboard  # imports every paradigm: only when asked
-        records = run_leaderboard(args.budget, args.paradigms, args.out_dir, args.device)
+        records = run_leaderboard(args.budget, args.paradigms, args.out_dir, args.device, args.seeds)
         print(leaderboard_table(records)); print(f"written to {Path(args.out_dir) / args.budget}")
         return 0
     results = run_course(args.notebooks, full=args.full, out_dir=args.out_dir, in_place=args.in_place, timeout=args.timeout)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_eval.ipynb #71fe664b
 from __future__ import annotations
-import datetime, json, math, statistics, tempfile, time
+import datetime, json, math, numbers, statistics, tempfile, time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -19,16 +19,18 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from .core import (Config, InputError, InputNotFoundError, InputTypeError, check_ids, check_module,
                             check_number, check_tensor, default_device, eval_mode, load_checkpoint, load_config,
-                            make_generator, read_meta, save_checkpoint, train_loop, write_atomic)
+                            make_generator, progress, read_meta, save_checkpoint, train_loop, write_atomic)
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
-__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES', 'ClassifierConfig',
-           'conv_bn', 'DigitClassifier', 'classifier_accuracy', 'train_classifier', 'shipped_classifier_dir',
-           'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor', 'register_extractor',
-           'as_uint8_images', 'ImageSet', 'wilson_interval', 'evaluate', 'independent_pixel_samples', 'blur',
-           'bits_per_dim', 'count_forward_passes', 'compare_speed', 'chi2_two_sample', 'same_distribution',
-           'two_proportion_p', 'tpr_at_fpr', 'leaderboard_record', 'read_records', 'format_metric', 'records_table']
+__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'SPREAD_KEYS', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES',
+           'ClassifierConfig', 'conv_bn', 'DigitClassifier', 'classifier_accuracy', 'train_classifier',
+           'shipped_classifier_dir', 'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor',
+           'register_extractor', 'as_uint8_images', 'ImageSet', 'wilson_interval', 'evaluate',
+           'independent_pixel_samples', 'blur', 'bits_per_dim', 'count_forward_passes', 'compare_speed',
+           'chi2_two_sample', 'same_distribution', 'two_proportion_p', 'tpr_at_fpr', 'check_seeds', 'seed_spread',
+           'evaluate_seeds', 'samples_needed', 'welch_p', 'leaderboard_record', 'read_records', 'format_metric',
+           'format_cell', 'records_table', 'compare_records']
 
 # %% ../nbs/03_eval.ipynb #68c34d02
 @dataclass
@@ -222,8 +224,9 @@ def _reference_images(reference) -> torch.Tensor:
 def evaluate(samples, labels=None, reference="test", kid_subset_size: int | None = None, batch_size: int = 500,
              device=None, inception_weights: str | Path | None = None, prc_neighborhood: int = 3,
              verbose: bool = False) -> dict:
-    """FID, KID, precision/recall of `samples` against `reference`, and class accuracy with its 95% Wilson interval
-    (`class_accuracy_low`, `class_accuracy_high`) when `labels` are given."""
+    """FID, KID (with its spread over subsets, `kid_std`), precision/recall of `samples` against `reference`, and class
+    accuracy with its 95% Wilson interval (`class_accuracy_low`, `class_accuracy_high`) when `labels` are given. One
+    draw gives one FID, precision and recall: their spread comes from drawing again (`evaluate_seeds`)."""
     x = as_uint8_images(samples, "samples")
     ref = _reference_images(reference)
     n = min(len(x), len(ref))
@@ -355,6 +358,87 @@ def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) 
     thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
     return (marked > thr).float().mean().item(), thr
 
+# %% ../nbs/03_eval.ipynb #8868a5ed
+def check_seeds(seeds) -> list[int]:
+    "Sampling seeds as a list: a count `n` means seeds 0..n-1; a list must hold distinct ints >= 0. At least one."
+    if isinstance(seeds, bool): raise InputTypeError(f"seeds: expected a count or a list of ints, got {seeds!r}")
+    if isinstance(seeds, numbers.Integral):
+        if seeds < 1: raise InputError(f"seeds: expected at least one seed, got {seeds}")
+        return list(range(int(seeds)))
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise InputTypeError(f"seeds: expected a count or a list of ints, got {type(seeds).__name__}")
+    seeds = list(seeds)
+    if not seeds: raise InputError("seeds: expected at least one seed, got an empty list")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0]
+    if bad: raise InputError(f"seeds: expected ints >= 0, got {bad}")
+    twice = sorted({int(s) for s in seeds if seeds.count(s) > 1})
+    if twice: raise InputError(f"seeds: {twice} repeated (a seed draws the same samples again, so they would count twice)")
+    return [int(s) for s in seeds]
+
+SPREAD_KEYS = ("fid", "kid_mean", "precision", "recall", "class_accuracy")
+
+def seed_spread(per_seed: list[dict], keys=SPREAD_KEYS) -> dict:
+    "Each of `keys` over per-seed results: its mean, and its spread `<key>_std` (sample standard deviation; None for one seed)."
+    if not per_seed: raise InputError("per_seed: expected the results of at least one seed")
+    out = {}
+    for k in keys:
+        vals = [r[k] for r in per_seed if r.get(k) is not None]
+        out[k] = statistics.fmean(vals) if vals else None
+        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+    return out
+
+def evaluate_seeds(sample, labels: torch.Tensor, seeds=3, batch_size: int = 500, device=None, desc: str = "sample",
+                   **evaluate_kw) -> dict:
+    """Draw samples of `labels` once per seed, `sample(labels, generator) -> images` in batches of `batch_size` with
+    one generator per seed, and score each draw with `evaluate`. Returns each figure's mean over the seeds and its
+    spread (`<figure>_std`), class accuracy's 95% Wilson interval over all draws pooled (`class_accuracy_low/high`),
+    `n_seeds`, `n_samples` (per seed), `sample_seconds` (all draws), `per_seed` (each draw's figures, seed and
+    seconds) and `images` (the first seed's draw)."""
+    seeds = check_seeds(seeds); check_number(batch_size, "batch_size", low=1, integer=True)
+    if not callable(sample): raise InputTypeError(f"sample: expected a function (labels, generator) -> images, got {type(sample).__name__}")
+    check_ids(labels, "labels", 10)
+    dev = default_device(device); labels = labels.to(dev)
+    per_seed, first = [], None
+    for s in seeds:
+        g, chunks = make_generator(s, dev), []
+        t0 = time.perf_counter()
+        for i in progress(range(0, len(labels), batch_size), desc=f"{desc} (seed {s})"):
+            chunks.append(sample(labels[i:i + batch_size], g).cpu())
+        if dev.type == "cuda": torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        images = torch.cat(chunks)
+        m = evaluate(images, labels.cpu(), device=dev, **evaluate_kw)
+        per_seed.append({"seed": s, **{k: m[k] for k in (*SPREAD_KEYS, "kid_std", "class_accuracy_low", "class_accuracy_high")},
+                         "n_samples": len(images), "sample_seconds": seconds})
+        first = images if first is None else first
+    out = seed_spread(per_seed)
+    k, n = sum(round(r["class_accuracy"] * r["n_samples"]) for r in per_seed), sum(r["n_samples"] for r in per_seed)
+    out["class_accuracy_low"], out["class_accuracy_high"] = wilson_interval(k, n)
+    return {**out, "n_seeds": len(seeds), "n_samples": len(labels), "sample_seconds": sum(r["sample_seconds"] for r in per_seed),
+            "per_seed": per_seed, "images": first}
+
+# %% ../nbs/03_eval.ipynb #fd34a858
+def samples_needed(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    "Samples per side for the two-sided two-proportion test at level `alpha` to tell rates `p1` and `p2` apart with probability `power`."
+    for v, name in ((p1, "p1"), (p2, "p2"), (alpha, "alpha"), (power, "power")):
+        check_number(v, name, low=0, low_open=True, high=1, high_open=True)
+    if p1 == p2: raise InputError(f"p1/p2: equal rates ({p1}) cannot be told apart at any sample count")
+    z, p = statistics.NormalDist().inv_cdf, (p1 + p2) / 2
+    n = (z(1 - alpha / 2) * math.sqrt(2 * p * (1 - p)) + z(power) * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / (p1 - p2) ** 2
+    return math.ceil(n)
+
+def welch_p(a, b) -> float:
+    "Two-sided p-value of Welch's t-test that two lists of per-seed figures (two or more values each) share a mean."
+    for x, name in ((a, "a"), (b, "b")):
+        if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__") or len(list(x)) < 2:
+            raise InputError(f"{name}: expected a list of at least two per-seed values, got {x!r:.60}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in x):
+            raise InputError(f"{name}: expected finite numbers, got {list(x)!r:.60}")
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0: return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
+    from scipy.stats import ttest_ind  # scipy comes with torch-fidelity
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
+
 # %% ../nbs/03_eval.ipynb #69cd3c03
 LEADERBOARD_COLUMNS = ("fid", "precision", "recall", "class_accuracy", "bits_per_dim", "forward_passes_per_image",
                        "images_per_s", "parameters", "train_seconds")
@@ -362,17 +446,27 @@ COLUMN_NAMES = {"fid": "FID", "kid_mean": "KID", "class_accuracy": "class acc.",
                 "forward_passes_per_image": "passes/image", "images_per_s": "images/s", "train_seconds": "train s"}
 
 def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None, device=None, seconds: float | None = None,
-                       path: str | Path | None = None, note: str = "", budget: str | None = None) -> dict:
-    """The course's one record of a result: paradigm, budget, sampler `note`, config, metrics, device, torch version,
-    seconds and date. Appended as one JSON line to `path` when given."""
+                       path: str | Path | None = None, note: str = "", budget: str | None = None,
+                       per_seed: list[dict] | None = None) -> dict:
+    """The course's one record of a result: paradigm, budget, sampler `note`, config, metrics (with their spreads), the
+    figures of each sampling seed (`per_seed`, when measured over seeds), device, torch version, seconds and date.
+    Appended as one JSON line to `path` when given."""
     rec = {"paradigm": paradigm, "budget": budget, "note": note, "config": config or {}, "metrics": metrics,
            "device": str(device or default_device()), "torch": torch.__version__, "seconds": seconds,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if per_seed is not None: rec["per_seed"] = per_seed
     if not isinstance(paradigm, str) or not paradigm: raise InputError(f"paradigm: expected a non-empty str, got {paradigm!r}")
     if not isinstance(metrics, dict): raise InputTypeError(f"metrics: expected a dict, got {type(metrics).__name__}")
     for k, v in metrics.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise InputTypeError(f"metrics[{k!r}]: expected a number or None, got {type(v).__name__} (a tensor? use .item())")
+    if per_seed is not None:
+        if not isinstance(per_seed, list) or not per_seed or not all(isinstance(r, dict) for r in per_seed):
+            raise InputTypeError(f"per_seed: expected a non-empty list of dicts (one per seed), got {per_seed!r:.80}")
+        for r in per_seed:
+            if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in r.values()):
+                raise InputTypeError(f"per_seed: expected numbers or None, got {r!r:.80}")
+        check_seeds([r.get("seed") for r in per_seed])
     if path is not None:  # the file is rewritten whole and renamed into place: a kill leaves the old records or the new
         write_atomic(path, "".join(json.dumps(r) + "\n" for r in [*read_records(path), rec]))
     return rec
@@ -396,11 +490,18 @@ def format_metric(key: str, v) -> str:
     "A metric as a table shows it: percentages for class accuracy, thousands separators for counts, '-' when missing."
     if v is None: return "-"
     if isinstance(v, bool) or not isinstance(v, (int, float)): raise InputTypeError(f"v: expected a number or None for {key!r}, got {v!r}")
-    if key == "class_accuracy": return f"{100 * v:.1f}%"
+    if key in ("class_accuracy", "class_accuracy_std"): return f"{100 * v:.1f}%"
     if key in ("parameters", "forward_passes_per_image"): return f"{int(v):,}"
     if key in ("images_per_s", "train_seconds"): return f"{v:.0f}" if v >= 10 else f"{v:.1f}"
-    if key in ("precision", "recall"): return f"{v:.3f}"
-    return f"{v:.2f}" if key in ("fid", "bits_per_dim") else f"{v:.4g}"
+    if key in ("precision", "recall", "precision_std", "recall_std"): return f"{v:.3f}"
+    return f"{v:.2f}" if key in ("fid", "bits_per_dim", "fid_std") else f"{v:.4g}"
+
+def format_cell(metrics: dict, key: str) -> str:
+    "A table cell: the figure, then its spread over seeds (± std) when measured, or class accuracy's 95% interval."
+    cell, std = format_metric(key, metrics.get(key)), metrics.get(f"{key}_std")
+    if key == "class_accuracy" and metrics.get(key) is not None and metrics.get("class_accuracy_low") is not None:
+        return f"{cell} ({100 * metrics['class_accuracy_low']:.1f}-{100 * metrics['class_accuracy_high']:.1f})"
+    return f"{cell} ± {format_metric(f'{key}_std', std)}" if std is not None else cell
 
 def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str | None = None) -> str:
     "Markdown: one row per record (ascending in metric `sort_by` if given, missing values last), its metric `columns`, sampler note and device."
@@ -413,6 +514,24 @@ def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str
     head = ["paradigm", *(COLUMN_NAMES.get(c, c) for c in columns), "sampler", "device"]
     rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * len(columns) + "---|---|"]
     for r in records:
-        cells = [r["paradigm"], *(format_metric(c, r["metrics"].get(c)) for c in columns), r.get("note") or "-", r.get("device", "-")]
+        cells = [r["paradigm"], *(format_cell(r["metrics"], c) for c in columns), r.get("note") or "-", r.get("device", "-")]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+def compare_records(a: dict, b: dict, metric: str = "class_accuracy") -> dict:
+    """Does record `a`'s `metric` differ from record `b`'s more than their sampling noise explains? Class accuracy:
+    the two-proportion test on every seed's samples pooled; any other figure: Welch's t-test on the per-seed values
+    (two or more seeds each). Returns {'difference': a - b (of the means), 'p': p-value, 'test': its name}."""
+    for r, name in ((a, "a"), (b, "b")):
+        if not isinstance(r, dict) or not isinstance(r.get("per_seed"), list) or not r["per_seed"]:
+            raise InputError(f"{name}: expected a record with per-seed figures ('per_seed'); re-measure records made without them")
+        if any(s.get(metric) is None for s in r["per_seed"]): raise InputError(f"metric: record {name} has no per-seed {metric!r}")
+    va, vb = ([s[metric] for s in r["per_seed"]] for r in (a, b))
+    diff = statistics.fmean(va) - statistics.fmean(vb)
+    if metric == "class_accuracy":
+        (ka, na), (kb, nb) = ((sum(round(s[metric] * s["n_samples"]) for s in r["per_seed"]), sum(s["n_samples"] for s in r["per_seed"]))
+                              for r in (a, b))
+        return {"difference": diff, "p": two_proportion_p(ka, na, kb, nb), "test": f"two-proportion, {na:,} vs {nb:,} samples"}
+    if len(va) < 2 or len(vb) < 2:
+        raise InputError(f"a/b: {metric!r} needs two or more seeds on each side for a test, got {len(va)} and {len(vb)}")
+    return {"difference": diff, "p": welch_p(va, vb), "test": f"Welch t, {len(va)} vs {len(vb)} seeds"}

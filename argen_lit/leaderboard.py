@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from .codec import fit_bytes
 from .core import (InputError, InputNotFoundError, atomic_path, default_device, is_checkpoint, make_generator,
-                            n_params, progress, temp_dir, write_atomic)
+                            n_params, temp_dir, write_atomic)
 from .data import image_grid
-from .eval import classifier_accuracy, count_forward_passes, evaluate, leaderboard_record, load_classifier, read_records, records_table
+from .eval import (check_seeds, classifier_accuracy, count_forward_passes, evaluate_seeds, leaderboard_record,
+                            load_classifier, read_records, records_table)
 from .flow_heads import fit_flow
 from .masked import fit_masked
 from .next_scale import fit_next_scale
@@ -24,42 +25,46 @@ from .recipes import Budget, Contender, get_budget, load_data
 from .vq import fit_vq
 
 # %% auto #0
-__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'leaderboard_table', 'save_figure', 'run_leaderboard',
-           'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
+__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'record_seeds', 'leaderboard_table', 'save_figure',
+           'run_leaderboard', 'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
 PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "next_scale": fit_next_scale,
              "masked": fit_masked, "flow": fit_flow}
 
 # %% ../nbs/90_leaderboard.ipynb #c3bc9802
-def measure(name: str, c: Contender, budget: Budget, run: Path, device) -> dict:
-    "Sample, time, count and score one contender; append its record to `run/records.jsonl`."
-    labels = torch.arange(10).repeat_interleave(budget.n_samples // 10).to(device)
-    g, chunks = make_generator(0, device), []
+def measure(name: str, c: Contender, budget: Budget, run: Path, device, seeds=None) -> dict:
+    """Sample, time, count and score one contender once per seed (default: the budget's `seeds`, 0..n-1); append its
+    record (means, spreads, per-seed figures) to `run/records.jsonl`."""
+    seeds = check_seeds(budget.seeds if seeds is None else seeds)
+    labels = torch.arange(10).repeat_interleave(budget.n_samples // 10)
     with count_forward_passes(c.pass_module) as calls:
-        t0 = time.perf_counter()
-        for i in progress(range(0, len(labels), budget.sample_batch), desc=f"sample {name}"):
-            chunks.append(c.sample(labels[i:i + budget.sample_batch], g).cpu())
-        if device.type == "cuda": torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    images = torch.cat(chunks)
-    n_batches = -(-len(labels) // budget.sample_batch)
-    m = evaluate(images, labels.cpu(), device=device)
-    metrics = {"fid": m["fid"], "precision": m["precision"], "recall": m["recall"], "class_accuracy": m["class_accuracy"],
-               "class_accuracy_low": m["class_accuracy_low"], "class_accuracy_high": m["class_accuracy_high"],  # 95%, Wilson
-               "bits_per_dim": c.bits_per_dim, "forward_passes_per_image": round(calls["n"] / n_batches),
-               "images_per_s": len(images) / seconds, "parameters": sum(n_params(x) for x in c.modules),
+        m = evaluate_seeds(c.sample, labels, seeds, batch_size=budget.sample_batch, device=device, desc=f"sample {name}")
+    n_batches = -(-len(labels) // budget.sample_batch) * len(seeds)
+    spread = {k: m[k] for k in ("fid", "fid_std", "precision", "precision_std", "recall", "recall_std", "class_accuracy",
+                                "class_accuracy_std", "class_accuracy_low", "class_accuracy_high", "n_seeds")}  # 95%, Wilson
+    metrics = {**spread, "bits_per_dim": c.bits_per_dim, "forward_passes_per_image": round(calls["n"] / n_batches),
+               "images_per_s": len(labels) * len(seeds) / m["sample_seconds"], "parameters": sum(n_params(x) for x in c.modules),
                "train_seconds": c.train_seconds}
+    images, seconds = m["images"], m["sample_seconds"]
     per_digit = budget.n_samples // 10
     with atomic_path(run / f"samples_{name}.npy") as tmp:  # written before the record: a record implies its samples
         np.save(tmp, images[::per_digit][:10].numpy(), allow_pickle=False)
     return leaderboard_record(name, metrics, device=device, seconds=seconds, path=run / "records.jsonl", note=c.note,
-                              budget=budget.name)
+                              budget=budget.name, per_seed=m["per_seed"])
 
 # %% ../nbs/90_leaderboard.ipynb #bac5636f
+def record_seeds(record: dict) -> list[int]:
+    "The sampling seeds a record was measured with (seed 0 for records made before seeds were recorded; a run measures those again)."
+    return [s["seed"] for s in record.get("per_seed") or [{"seed": 0}]]
+
 def leaderboard_table(records: list[dict]) -> str:
-    "Markdown: one row per paradigm (best FID first), the leaderboard columns, sampler note and device."
-    return records_table(records, sort_by="fid")
+    """Markdown: one row per paradigm (best FID first), the leaderboard columns, sampler note and device, and a line
+    saying what the ± and the brackets are."""
+    seeds = sorted({tuple(record_seeds(r)) for r in records})
+    said = "; ".join(f"seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}" for s in seeds)
+    return (records_table(records, sort_by="fid") + f"\n\nSampling {said}. With several seeds a figure is their mean ± "
+            "the standard deviation over seeds; class accuracy's brackets are its 95% Wilson interval, all samples pooled.")
 
 def save_figure(records: list[dict], run: Path) -> Path:
     "samples.png: one row of ten samples (digits 0-9) per paradigm, in the table's order."
@@ -100,7 +105,8 @@ def _run_folder(out_dir: str | Path, b: Budget) -> Path:
         try: made = json.loads(stamp.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e: raise InputError(f"{stamp}: not valid JSON ({e}); remove it") from None
         defaults = {f.name: f.default for f in fields(Budget) if f.default is not MISSING}  # fields newer than a stamp
-        if not isinstance(made, dict) or {**defaults, **made} != asdict(b):
+        same = lambda d: {k: v for k, v in d.items() if k != "seeds"}  # seeds change no checkpoint: a folder takes any
+        if not isinstance(made, dict) or same({**defaults, **made}) != same(asdict(b)):
             raise InputError(f"budget: {run} was made with {made}, not {asdict(b)}; remove it or pick another out_dir")
     try: write_atomic(stamp, json.dumps(asdict(b)))
     except PermissionError: raise InputError(f"out_dir: cannot write under {str(out_dir)!r} (permission denied)") from None
@@ -109,11 +115,14 @@ def _run_folder(out_dir: str | Path, b: Budget) -> Path:
 
 # %% ../nbs/90_leaderboard.ipynb #b1646bd0
 def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir: str | Path = "runs/leaderboard",
-                    device=None) -> list[dict]:
-    """Train or load, sample and score each of `paradigms` (default: all) under one budget, skipping those already
-    measured in the folder; budget 'pretrained' scores the shipped full-budget checkpoints instead of training.
-    Returns every record in the folder, which the table and figure also show."""
+                    device=None, seeds=None) -> list[dict]:
+    """Train or load, sample and score each of `paradigms` (default: all) under one budget, over `seeds` (a count or a
+    list; default: the budget's), skipping those already measured with these seeds in the folder; budget
+    'pretrained' scores the shipped full-budget checkpoints instead of training. Returns every record in the
+    folder, which the table and figure also show."""
     b, dev = PRETRAINED if budget == "pretrained" else get_budget(budget), default_device(device)
+    seeds = check_seeds(b.seeds if seeds is None else seeds)
+    b = replace(b, seeds=len(seeds))
     names = list(PARADIGMS) if paradigms is None else _check_paradigms(paradigms)
     if b.n_samples < 20: raise InputError(f"budget: n_samples must be at least 20 for KID and precision/recall, got {b.n_samples}")
     run = _run_folder(out_dir, b)
@@ -122,16 +131,17 @@ def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir
         if paradigms is None: names = [n for n in names if n in shipped]
         missing = [n for n in names if n not in shipped]
         if missing: raise InputError(f"paradigms: {missing} have no shipped checkpoints; train them with budget 'quick' or 'full'")
-    done = {r["paradigm"]: r for r in read_leaderboard(run) if (run / f"samples_{r['paradigm']}.npy").is_file()}
+    latest = {r["paradigm"]: r for r in read_leaderboard(run) if (run / f"samples_{r['paradigm']}.npy").is_file()}
     data = None
     for name in names:
-        if name in done: print(f"{name}: already measured in {run}, skipped"); continue
+        if name in latest and "per_seed" in latest[name] and record_seeds(latest[name]) == seeds:
+            print(f"{name}: already measured in {run} with seeds {seeds}, skipped"); continue
         data = data or load_data(b)
         t0 = time.time()
-        done[name] = measure(name, PARADIGMS[name](b, data, run, dev), b, run, dev)
-        m = done[name]["metrics"]
+        latest[name] = measure(name, PARADIGMS[name](b, data, run, dev), b, run, dev, seeds)
+        m = latest[name]["metrics"]
         print(f"{name}: FID {m['fid']:.2f}, class accuracy {100 * m['class_accuracy']:.1f}% ({time.time() - t0:.0f}s)")
-    records = [done[n] for n in PARADIGMS if n in done]  # a subset run keeps the rows measured before
+    records = [latest[n] for n in PARADIGMS if n in latest]  # a subset run keeps the rows measured before
     write_atomic(run / "leaderboard.md", f"Budget `{b.name}`: {json.dumps(asdict(b))}\n\n" + leaderboard_table(records) + "\n")
     if records: save_figure(records, run)
     return records
@@ -142,7 +152,8 @@ def read_leaderboard(run: str | Path) -> list[dict]:
 
 
 # %% ../nbs/90_leaderboard.ipynb #efb7e4d2
-PRETRAINED = replace(get_budget("full"), name="pretrained")  # the full recipe; its checkpoints ship with the package
+PRETRAINED = replace(get_budget("full"), name="pretrained", seeds=1)  # the full recipe; its checkpoints ship with the package
+# one seed by default, so the first command stays within minutes; `seeds=3` (`--seeds 3`) gives the README's table
 MANIFEST = "manifest.json"
 
 def pretrained_dir() -> Path:

@@ -37,10 +37,11 @@ class Budget:
     slow_steps: int | None = None  # ...unless set: then the steps of the three models that cost 3-6x more per step
                                    # (PixelCNN, byte LM, next-scale prior), so a short budget spends its time elsewhere
     cpu_bf16: bool = False    # bf16 autocast on a bf16-capable CPU for the priors it does not hurt (vq, masked, flow, bytes)
+    seeds: int = 1            # sampling seeds per paradigm: each draws n_samples, and the table shows mean ± spread
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name: raise InputError(f"name: expected a non-empty str, got {self.name!r}")
-        for f in ("n_samples", "tok_steps", "steps", "batch", "width", "depth", "aug_copies", "head_width", "sample_batch", "tok_channels"):
+        for f in ("n_samples", "tok_steps", "steps", "batch", "width", "depth", "aug_copies", "head_width", "sample_batch", "tok_channels", "seeds"):
             check_number(getattr(self, f), f, low=1, integer=True)
         if self.slow_steps is not None: check_number(self.slow_steps, "slow_steps", low=1, integer=True)
         if not isinstance(self.cpu_bf16, bool): raise InputError(f"cpu_bf16: expected True or False, got {self.cpu_bf16!r}")
@@ -67,7 +68,7 @@ BUDGETS = {
     "smoke": Budget("smoke", n_samples=50, tok_steps=5, steps=5, batch=8, width=32, depth=1, aug_copies=1, head_width=16),
     "quick": Budget("quick", n_samples=300, tok_steps=200, steps=800, batch=64, width=128, depth=3, aug_copies=4,
                     slow_steps=100, cpu_bf16=True),  # ten minutes where they count: 00_core's and 90_leaderboard's tables
-    "full": Budget("full", n_samples=1000, tok_steps=600, steps=1000, batch=64, width=128, depth=3, aug_copies=8),
+    "full": Budget("full", n_samples=1000, tok_steps=600, steps=1000, batch=64, width=128, depth=3, aug_copies=8, seeds=3),
 }
 
 def get_budget(budget: str | Budget) -> Budget:

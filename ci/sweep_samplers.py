@@ -1,19 +1,18 @@
 """Sampler settings of the masked and next-scale priors, compared on the shipped full-budget checkpoints.
 
 Each setting draws class-conditional samples as the leaderboard does (100 per digit by default, in batches of 500
-from one generator) from the same shipped models, once per seed, and scores them with `argen_lit.eval.evaluate`;
+from one generator) from the same shipped models, once per seed, and scores them with `argen_lit.eval.evaluate_seeds`;
 one markdown table per paradigm. Seed 0 is the leaderboard's own draw; the other seeds show how much of a
 difference is sampling noise. This is how `MASKED_SAMPLER` and `NEXT_SCALE_SAMPLER` were chosen. Usage:
 
     python ci/sweep_samplers.py [--paradigms masked,next_scale] [--n 1000] [--seeds 0,1] [--run runs/leaderboard/pretrained]
 """
-import argparse, time
+import argparse
 from dataclasses import replace
 from pathlib import Path
 import torch
 from argen_lit import masked, next_scale
-from argen_lit.core import make_generator
-from argen_lit.eval import evaluate
+from argen_lit.eval import evaluate_seeds
 from argen_lit.leaderboard import PARADIGMS, PRETRAINED, install_pretrained
 from argen_lit.recipes import load_data
 
@@ -50,12 +49,10 @@ def main():
         try:
             for setting in picked:
                 sampler.clear(); sampler.update(setting)
-                for seed in map(int, a.seeds.split(",")):
-                    g, t0 = make_generator(seed), time.time()
-                    images = torch.cat([contender.sample(labels[i:i + 500], g) for i in range(0, len(labels), 500)])
-                    secs, m = time.time() - t0, evaluate(images, labels)
-                    print(f"| {setting} | {seed} | {100 * m['class_accuracy']:.1f}% | {m['fid']:.2f} | {m['precision']:.3f} | "
-                          f"{m['recall']:.3f} | {secs:.0f} |", flush=True)
+                m = evaluate_seeds(contender.sample, labels, [int(x) for x in a.seeds.split(",")], batch_size=500, device="cpu")
+                for r in m["per_seed"]:
+                    print(f"| {setting} | {r['seed']} | {100 * r['class_accuracy']:.1f}% | {r['fid']:.2f} | {r['precision']:.3f} | "
+                          f"{r['recall']:.3f} | {r['sample_seconds']:.0f} |", flush=True)
         finally: sampler.clear(); sampler.update(chosen)
 
 

@@ -45,8 +45,8 @@ def toy_parts():
 
     def fake_evaluate(images, labels, device=None):  # deterministic numbers of the images, in a fraction of a second
         f = images.float() / 255
-        return {"fid": f.mean().item(), "precision": f.std().item(), "recall": 0.5, "class_accuracy": 0.1,
-                "class_accuracy_low": 0.05, "class_accuracy_high": 0.2}
+        return {"fid": f.mean().item(), "kid_mean": 0.01, "kid_std": 0.001, "precision": f.std().item(), "recall": 0.5,
+                "class_accuracy": 0.1, "class_accuracy_low": 0.05, "class_accuracy_high": 0.2}
 
     return ToyConfig, Toy, fit_toy, fake_evaluate
 
@@ -84,7 +84,12 @@ def toy_leaderboard_patches() -> dict:
     _, _, fit_toy, fake_evaluate = toy_parts()
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.arange(64) % 10
-    return {"PARADIGMS": {"toy": fit_toy}, "evaluate": fake_evaluate, "load_data": lambda b: Data(x, y, x, y, x, y)}
+    import argen_lit.eval as E
+    def fake_evaluate_seeds(*a, **k):  # the real loop over seeds, each draw scored by the stand-in
+        real, E.evaluate = E.evaluate, fake_evaluate
+        try: return E.evaluate_seeds(*a, **k)
+        finally: E.evaluate = real
+    return {"PARADIGMS": {"toy": fit_toy}, "evaluate_seeds": fake_evaluate_seeds, "load_data": lambda b: Data(x, y, x, y, x, y)}
 
 
 def run_toy_leaderboard(out_dir):

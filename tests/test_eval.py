@@ -6,7 +6,8 @@ import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from argen_lit.core import make_generator
 from argen_lit.data import load_mnist5k
-from argen_lit.eval import (EXTRACTOR_NAME, wilson_interval, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
+from argen_lit.eval import (EXTRACTOR_NAME, SPREAD_KEYS, check_seeds, compare_records, evaluate_seeds, samples_needed,
+                            seed_spread, two_proportion_p, welch_p, wilson_interval, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
                             count_forward_passes, evaluate, independent_pixel_samples, leaderboard_record,
                             load_classifier, read_records, records_table, register_extractor, shipped_accuracy,
                             shipped_classifier_dir, train_classifier)
@@ -152,3 +153,92 @@ def test_wilson_interval_edges_and_width():
     assert wilson_interval(927, 1000, 0.99)[0] < lo  # more confidence, a wider interval
     n_small, n_large = wilson_interval(46, 50), wilson_interval(920, 1000)
     assert n_small[1] - n_small[0] > 3 * (n_large[1] - n_large[0])  # width shrinks like 1/sqrt(n)
+
+
+def test_seeds_are_a_count_or_distinct_ints():
+    assert check_seeds(3) == [0, 1, 2] and check_seeds([4, 0, 9]) == [4, 0, 9] and check_seeds(range(2)) == [0, 1]
+    for bad, says in ((0, "at least one"), ([], "at least one"), ([1, 2, 1], r"\[1\] repeated"), ([-1], ">= 0"),
+                      ([0.5], ">= 0"), ([True], ">= 0")):
+        with pytest.raises(ValueError, match=f"seeds: .*{says}"): check_seeds(bad)
+    for bad in (True, "012", None):
+        with pytest.raises(TypeError, match="seeds"): check_seeds(bad)
+
+
+def test_seed_spread_is_mean_and_sample_std():
+    per_seed = [{"fid": 1.0, "class_accuracy": 0.9}, {"fid": 2.0, "class_accuracy": 0.8}, {"fid": 4.0, "class_accuracy": None}]
+    s = seed_spread(per_seed, keys=("fid", "class_accuracy"))
+    assert s["fid"] == pytest.approx(7 / 3) and s["fid_std"] == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert s["class_accuracy"] == pytest.approx(0.85) and s["class_accuracy_std"] == pytest.approx(math.sqrt(0.005))
+    assert seed_spread(per_seed[:1], keys=("fid",)) == {"fid": 1.0, "fid_std": None}  # one seed: no spread
+    with pytest.raises(ValueError, match="per_seed"): seed_spread([])
+
+
+def test_evaluate_seeds_draws_each_seed_once_and_pools_class_accuracy(test_split):
+    x, y = test_split
+    def sample(labels, g):  # a stand-in model: random test digits of the asked class, a third of them of class 0
+        wrong = torch.rand(len(labels), generator=g) < 1 / 3
+        asked = torch.where(wrong, torch.zeros_like(labels), labels)
+        return torch.stack([x[y == d][torch.randint(int((y == d).sum()), (1,), generator=g)[0]] for d in asked.tolist()])
+    labels = torch.arange(10).repeat_interleave(10)
+    m = evaluate_seeds(sample, labels, seeds=[0, 5], batch_size=40, device="cpu")
+    assert [r["seed"] for r in m["per_seed"]] == [0, 5] and m["n_seeds"] == 2 and m["n_samples"] == 100
+    for k in SPREAD_KEYS:
+        assert m[k] == pytest.approx(sum(r[k] for r in m["per_seed"]) / 2)
+        assert m[f"{k}_std"] == pytest.approx(abs(m["per_seed"][0][k] - m["per_seed"][1][k]) / math.sqrt(2))
+    assert m["per_seed"][0]["fid"] != m["per_seed"][1]["fid"]  # two seeds, two draws
+    assert m["class_accuracy_low"] < m["class_accuracy"] < m["class_accuracy_high"] < 0.9  # ~70% right
+    k = round(m["class_accuracy"] * 200)
+    assert (m["class_accuracy_low"], m["class_accuracy_high"]) == wilson_interval(k, 200)  # both draws pooled
+    again = evaluate_seeds(sample, labels, seeds=[5], batch_size=40, device="cpu")  # a seed is the same draw every time
+    assert again["per_seed"][0]["fid"] == m["per_seed"][1]["fid"] and again["class_accuracy"] == m["per_seed"][1]["class_accuracy"]
+    with pytest.raises(ValueError, match="seeds"): evaluate_seeds(sample, labels, seeds=[2, 2])
+    with pytest.raises(ValueError, match="seeds"): evaluate_seeds(sample, labels, seeds=0)
+    with pytest.raises(TypeError, match="sample"): evaluate_seeds("vq", labels)
+
+
+def test_samples_needed_gives_the_power_asked_for():
+    n = samples_needed(0.90, 0.93)
+    g = torch.Generator().manual_seed(0)
+    k1 = torch.binomial(torch.full((4000,), float(n)), torch.full((4000,), 0.90), generator=g)
+    k2 = torch.binomial(torch.full((4000,), float(n)), torch.full((4000,), 0.93), generator=g)
+    found = sum(two_proportion_p(int(a), n, int(b), n) < 0.05 for a, b in zip(k1.tolist(), k2.tolist())) / 4000
+    assert 0.77 < found < 0.83, found  # asked for power 0.8
+    assert samples_needed(0.9, 0.91) > samples_needed(0.9, 0.93) > samples_needed(0.9, 0.99)
+    assert samples_needed(0.3, 0.2) == samples_needed(0.2, 0.3)
+    with pytest.raises(ValueError, match="p1/p2"): samples_needed(0.5, 0.5)
+    with pytest.raises(ValueError, match="power"): samples_needed(0.5, 0.6, power=1.0)
+
+
+def test_welch_p_separates_shifted_seeds_and_not_equal_ones():
+    g = torch.Generator().manual_seed(0)
+    same = [welch_p(torch.randn(3, generator=g).tolist(), torch.randn(3, generator=g).tolist()) for _ in range(400)]
+    assert 0.02 < sum(p < 0.05 for p in same) / 400 < 0.08  # false alarms at about the level
+    assert welch_p([1.0, 1.1, 0.9], [3.0, 3.1, 2.9]) < 0.01
+    assert welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0 and welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0
+    with pytest.raises(ValueError, match="a: .*two"): welch_p([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="b: .*finite"): welch_p([1.0, 2.0], [1.0, float("nan")])
+
+
+def test_compare_records_pools_class_accuracy_and_tests_seeds_otherwise(tmp_path):
+    def rec(accs, fids, n=1000):
+        per_seed = [{"seed": i, "class_accuracy": a, "fid": f, "n_samples": n} for i, (a, f) in enumerate(zip(accs, fids))]
+        return leaderboard_record("x", {"fid": sum(fids) / len(fids)}, per_seed=per_seed, path=tmp_path / "r.jsonl")
+    a, b = rec([0.93, 0.95, 0.94], [1.3, 1.4, 1.35]), rec([0.92, 0.92, 0.93], [2.9, 2.8, 3.0])
+    c = compare_records(a, b)
+    assert c["difference"] == pytest.approx(0.94 - 2.77 / 3) and c["p"] == pytest.approx(two_proportion_p(2820, 3000, 2770, 3000))
+    f = compare_records(a, b, "fid")
+    assert f["p"] < 0.01 and "Welch" in f["test"] and f["difference"] == pytest.approx(1.35 - 2.9)
+    assert read_records(tmp_path / "r.jsonl")[0]["per_seed"][2] == {"seed": 2, "class_accuracy": 0.94, "fid": 1.35, "n_samples": 1000}
+    with pytest.raises(ValueError, match="a/b: 'fid' needs two or more seeds"): compare_records(rec([0.9], [1.0]), b, "fid")
+    with pytest.raises(ValueError, match="a: .*per-seed"): compare_records({"paradigm": "x", "metrics": {}}, b)
+    with pytest.raises(ValueError, match="metric"): compare_records(a, b, "recall")
+    with pytest.raises(ValueError, match=r"seeds: \[0\] repeated"):
+        leaderboard_record("x", {}, per_seed=[{"seed": 0, "fid": 1.0}, {"seed": 0, "fid": 2.0}])
+    with pytest.raises(TypeError, match="per_seed"): leaderboard_record("x", {}, per_seed=[])
+
+
+def test_table_cells_carry_spread_and_interval():
+    recs = [{"paradigm": "a", "metrics": {"fid": 1.234, "fid_std": 0.05, "class_accuracy": 0.946, "class_accuracy_low": 0.937,
+                                          "class_accuracy_high": 0.954, "recall": 0.5}}]
+    row = records_table(recs, columns=("fid", "class_accuracy", "recall")).splitlines()[2]
+    assert row.startswith("| a | 1.23 ± 0.05 | 94.6% (93.7-95.4) | 0.500 |"), row

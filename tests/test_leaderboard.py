@@ -1,4 +1,5 @@
 import json
+import shutil
 import pytest
 from argen_lit.cli import main
 from argen_lit.eval import LEADERBOARD_COLUMNS as COLUMNS
@@ -94,3 +95,19 @@ def test_a_folder_made_under_other_budget_settings_is_refused(board):
     out, _ = board
     changed = get_budget("smoke").__class__(**{**get_budget("smoke").__dict__, "steps": 6})
     with pytest.raises(ValueError, match="budget"): run_leaderboard(changed, ["vq"], out_dir=out, device="cpu")
+
+
+def test_more_seeds_measure_again_and_keep_every_seed(board, tmp_path):
+    out, records = board
+    shutil.copytree(out / "smoke", tmp_path / "smoke")
+    first = {r["paradigm"]: r for r in records}["vq"]
+    assert [s["seed"] for s in first["per_seed"]] == [0] and first["metrics"]["fid_std"] is None  # the smoke budget: one seed
+    again = {r["paradigm"]: r for r in run_leaderboard("smoke", ["vq"], out_dir=tmp_path, device="cpu", seeds=2)}
+    vq, m = again["vq"], again["vq"]["metrics"]
+    assert [s["seed"] for s in vq["per_seed"]] == [0, 1] and m["n_seeds"] == 2
+    assert vq["per_seed"][0]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)  # seed 0: the one-seed run's draw
+    assert m["fid"] == pytest.approx((vq["per_seed"][0]["fid"] + vq["per_seed"][1]["fid"]) / 2) and m["fid_std"] > 0
+    assert m["train_seconds"] == first["metrics"]["train_seconds"]  # loaded, not retrained
+    table = (tmp_path / "smoke" / "leaderboard.md").read_text()
+    assert "| vq | " in table and " ± " in table and "Sampling seed 0; seeds 0, 1." in table  # masked kept its one seed
+    assert read_leaderboard(tmp_path / "smoke")[0]["per_seed"] == vq["per_seed"]
