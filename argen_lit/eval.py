@@ -23,7 +23,7 @@ from .core import (Config, InputError, InputNotFoundError, InputTypeError, check
 from .data import load_mnist5k, random_affine
 
 # %% auto #0
-__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'SPREAD_KEYS', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES',
+__all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'MAX_SEEDS', 'SPREAD_KEYS', 'LEADERBOARD_COLUMNS', 'COLUMN_NAMES',
            'ClassifierConfig', 'conv_bn', 'DigitClassifier', 'classifier_accuracy', 'train_classifier',
            'shipped_classifier_dir', 'save_classifier', 'shipped_accuracy', 'load_classifier', 'DigitFeatureExtractor',
            'register_extractor', 'as_uint8_images', 'ImageSet', 'wilson_interval', 'evaluate',
@@ -359,18 +359,22 @@ def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) 
     return (marked > thr).float().mean().item(), thr
 
 # %% ../nbs/03_eval.ipynb #8868a5ed
+MAX_SEEDS = 1000  # each seed is a full draw and scoring; more is a typo, not a plan
+
 def check_seeds(seeds) -> list[int]:
-    "Sampling seeds as a list: a count `n` means seeds 0..n-1; a list must hold distinct ints >= 0. At least one."
+    """Sampling seeds as a list: a count `n` (1..MAX_SEEDS) means seeds 0..n-1; a list must hold at most MAX_SEEDS
+    distinct ints in 0..2**63-1 (what a torch generator takes). At least one."""
     if isinstance(seeds, bool): raise InputTypeError(f"seeds: expected a count or a list of ints, got {seeds!r}")
     if isinstance(seeds, numbers.Integral):
-        if seeds < 1: raise InputError(f"seeds: expected at least one seed, got {seeds}")
+        if not 1 <= seeds <= MAX_SEEDS: raise InputError(f"seeds: expected a count of 1..{MAX_SEEDS} seeds, got {seeds}")
         return list(range(int(seeds)))
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise InputTypeError(f"seeds: expected a count or a list of ints, got {type(seeds).__name__}")
     seeds = list(seeds)
     if not seeds: raise InputError("seeds: expected at least one seed, got an empty list")
-    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 0]
-    if bad: raise InputError(f"seeds: expected ints >= 0, got {bad}")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < 2 ** 63]
+    if bad: raise InputError(f"seeds: expected ints in 0..2**63-1, got {bad[:5]}")
+    if len(seeds) > MAX_SEEDS: raise InputError(f"seeds: at most {MAX_SEEDS} seeds, got {len(seeds)}")
     twice = sorted({int(s) for s in seeds if seeds.count(s) > 1})
     if twice: raise InputError(f"seeds: {twice} repeated (a seed draws the same samples again, so they would count twice)")
     return [int(s) for s in seeds]
@@ -383,6 +387,8 @@ def seed_spread(per_seed: list[dict], keys=SPREAD_KEYS) -> dict:
     out = {}
     for k in keys:
         vals = [r[k] for r in per_seed if r.get(k) is not None]
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in vals):
+            raise InputError(f"per_seed: expected finite numbers for {k!r}, got {vals[:5]}")
         out[k] = statistics.fmean(vals) if vals else None
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
     return out
@@ -429,12 +435,16 @@ def samples_needed(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8
 
 def welch_p(a, b) -> float:
     "Two-sided p-value of Welch's t-test that two lists of per-seed figures (two or more values each) share a mean."
+    lists = []
     for x, name in ((a, "a"), (b, "b")):
-        if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__") or len(list(x)) < 2:
+        if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
             raise InputError(f"{name}: expected a list of at least two per-seed values, got {x!r:.60}")
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in x):
-            raise InputError(f"{name}: expected finite numbers, got {list(x)!r:.60}")
-    a, b = [float(v) for v in a], [float(v) for v in b]
+        x = list(x)
+        if len(x) < 2: raise InputError(f"{name}: expected a list of at least two per-seed values, got {x!r:.60}")
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in x):
+            raise InputError(f"{name}: expected finite numbers, got {x!r:.60}")
+        lists.append([float(v) for v in x])
+    a, b = lists
     if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0: return 1.0 if statistics.fmean(a) == statistics.fmean(b) else 0.0
     from scipy.stats import ttest_ind  # scipy comes with torch-fidelity
     return float(ttest_ind(a, b, equal_var=False).pvalue)
@@ -460,15 +470,17 @@ def leaderboard_record(paradigm: str, metrics: dict, config: dict | None = None,
     for k, v in metrics.items():
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise InputTypeError(f"metrics[{k!r}]: expected a number or None, got {type(v).__name__} (a tensor? use .item())")
+        if v is not None and not math.isfinite(v): raise InputError(f"metrics[{k!r}]: expected a finite number, got {v}")
     if per_seed is not None:
         if not isinstance(per_seed, list) or not per_seed or not all(isinstance(r, dict) for r in per_seed):
             raise InputTypeError(f"per_seed: expected a non-empty list of dicts (one per seed), got {per_seed!r:.80}")
         for r in per_seed:
-            if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))) for v in r.values()):
-                raise InputTypeError(f"per_seed: expected numbers or None, got {r!r:.80}")
-        check_seeds([r.get("seed") for r in per_seed])
+            if any(v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)) for v in r.values()):
+                raise InputTypeError(f"per_seed: expected finite numbers or None, got {r!r:.80}")
+            if "seed" not in r: raise InputError(f"per_seed: each entry needs its 'seed', got {r!r:.80}")
+        check_seeds([r["seed"] for r in per_seed])
     if path is not None:  # the file is rewritten whole and renamed into place: a kill leaves the old records or the new
-        write_atomic(path, "".join(json.dumps(r) + "\n" for r in [*read_records(path), rec]))
+        write_atomic(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in [*read_records(path), rec]))
     return rec
 
 def read_records(path: str | Path, latest: bool = False) -> list[dict]:
@@ -498,9 +510,12 @@ def format_metric(key: str, v) -> str:
 
 def format_cell(metrics: dict, key: str) -> str:
     "A table cell: the figure, then its spread over seeds (± std) when measured, or class accuracy's 95% interval."
-    cell, std = format_metric(key, metrics.get(key)), metrics.get(f"{key}_std")
-    if key == "class_accuracy" and metrics.get(key) is not None and metrics.get("class_accuracy_low") is not None:
-        return f"{cell} ({100 * metrics['class_accuracy_low']:.1f}-{100 * metrics['class_accuracy_high']:.1f})"
+    v, std = metrics.get(key), metrics.get(f"{key}_std")
+    cell = format_metric(key, v)
+    if v is None: return cell
+    low, high = metrics.get("class_accuracy_low"), metrics.get("class_accuracy_high")
+    if key == "class_accuracy" and low is not None and high is not None:
+        return f"{cell} ({format_metric('class_accuracy', low)[:-1]}-{format_metric('class_accuracy', high)[:-1]})"
     return f"{cell} ± {format_metric(f'{key}_std', std)}" if std is not None else cell
 
 def records_table(records: list[dict], columns=LEADERBOARD_COLUMNS, sort_by: str | None = None) -> str:
@@ -525,7 +540,13 @@ def compare_records(a: dict, b: dict, metric: str = "class_accuracy") -> dict:
     for r, name in ((a, "a"), (b, "b")):
         if not isinstance(r, dict) or not isinstance(r.get("per_seed"), list) or not r["per_seed"]:
             raise InputError(f"{name}: expected a record with per-seed figures ('per_seed'); re-measure records made without them")
+        if not all(isinstance(s, dict) for s in r["per_seed"]): raise InputError(f"{name}: 'per_seed' must hold one dict per seed")
         if any(s.get(metric) is None for s in r["per_seed"]): raise InputError(f"metric: record {name} has no per-seed {metric!r}")
+        if metric == "class_accuracy":
+            for s in r["per_seed"]:
+                n, acc = s.get("n_samples"), s[metric]
+                if isinstance(n, bool) or not isinstance(n, int) or n < 1 or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+                    raise InputError(f"{name}: each seed needs an int 'n_samples' >= 1 and a class accuracy in [0, 1], got {s!r:.80}")
     va, vb = ([s[metric] for s in r["per_seed"]] for r in (a, b))
     diff = statistics.fmean(va) - statistics.fmean(vb)
     if metric == "class_accuracy":

@@ -56,13 +56,19 @@ def measure(name: str, c: Contender, budget: Budget, run: Path, device, seeds=No
 # %% ../nbs/90_leaderboard.ipynb #bac5636f
 def record_seeds(record: dict) -> list[int]:
     "The sampling seeds a record was measured with (seed 0 for records made before seeds were recorded; a run measures those again)."
-    return [s["seed"] for s in record.get("per_seed") or [{"seed": 0}]]
+    per_seed = record.get("per_seed") or [{"seed": 0}]
+    if not isinstance(per_seed, list) or not all(isinstance(s, dict) and "seed" in s for s in per_seed):
+        raise InputError(f"record: {record.get('paradigm')!r} has malformed 'per_seed' (expected one dict with a 'seed' per draw)")
+    return [s["seed"] for s in per_seed]
 
 def leaderboard_table(records: list[dict]) -> str:
     """Markdown: one row per paradigm (best FID first), the leaderboard columns, sampler note and device, and a line
     saying what the ± and the brackets are."""
-    seeds = sorted({tuple(record_seeds(r)) for r in records})
-    said = "; ".join(f"seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}" for s in seeds)
+    if not records: return records_table(records)
+    by_seeds = {}
+    for r in records: by_seeds.setdefault(tuple(record_seeds(r)), []).append(r["paradigm"])
+    said = "; ".join(f"seed{'s' * (len(s) > 1)} {', '.join(map(str, s))}" + (f" ({', '.join(names)})" if len(by_seeds) > 1 else "")
+                     for s, names in by_seeds.items())
     return (records_table(records, sort_by="fid") + f"\n\nSampling {said}. With several seeds a figure is their mean ± "
             "the standard deviation over seeds; class accuracy's brackets are its 95% Wilson interval, all samples pooled.")
 
@@ -134,8 +140,8 @@ def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir
     latest = {r["paradigm"]: r for r in read_leaderboard(run) if (run / f"samples_{r['paradigm']}.npy").is_file()}
     data = None
     for name in names:
-        if name in latest and "per_seed" in latest[name] and record_seeds(latest[name]) == seeds:
-            print(f"{name}: already measured in {run} with seeds {seeds}, skipped"); continue
+        if name in latest and "per_seed" in latest[name] and set(seeds) <= set(record_seeds(latest[name])):
+            print(f"{name}: already measured in {run} with seeds {record_seeds(latest[name])}, skipped"); continue
         data = data or load_data(b)
         t0 = time.time()
         latest[name] = measure(name, PARADIGMS[name](b, data, run, dev), b, run, dev, seeds)

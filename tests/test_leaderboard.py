@@ -109,5 +109,21 @@ def test_more_seeds_measure_again_and_keep_every_seed(board, tmp_path):
     assert m["fid"] == pytest.approx((vq["per_seed"][0]["fid"] + vq["per_seed"][1]["fid"]) / 2) and m["fid_std"] > 0
     assert m["train_seconds"] == first["metrics"]["train_seconds"]  # loaded, not retrained
     table = (tmp_path / "smoke" / "leaderboard.md").read_text()
-    assert "| vq | " in table and " ± " in table and "Sampling seed 0; seeds 0, 1." in table  # masked kept its one seed
+    assert "| vq | " in table and " ± " in table and "Sampling seeds 0, 1 (vq); seed 0 (masked)." in table  # masked kept its one seed
     assert read_leaderboard(tmp_path / "smoke")[0]["per_seed"] == vq["per_seed"]
+
+
+def test_fewer_seeds_keep_a_richer_record_and_old_records_are_measured_again(board, tmp_path):
+    out, records = board
+    shutil.copytree(out / "smoke", tmp_path / "smoke")
+    run = tmp_path / "smoke"
+    run_leaderboard("smoke", ["vq"], out_dir=tmp_path, device="cpu", seeds=[1, 0])
+    before = (run / "records.jsonl").read_text()
+    again = {r["paradigm"]: r for r in run_leaderboard("smoke", ["vq"], out_dir=tmp_path, device="cpu", seeds=1)}
+    assert (run / "records.jsonl").read_text() == before and len(again["vq"]["per_seed"]) == 2  # seed 0 is among [1, 0]
+    lines = [json.loads(line) for line in before.splitlines()]
+    for r in lines: r.pop("per_seed", None)  # records written before seeds were recorded
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    again = run_leaderboard("smoke", ["vq", "masked"], out_dir=tmp_path, device="cpu")
+    assert all([s["seed"] for s in r["per_seed"]] == [0] for r in again)  # both measured again, with their seed
+    assert "Sampling seed 0." in (run / "leaderboard.md").read_text() and leaderboard_table([]).count("\n") == 1
