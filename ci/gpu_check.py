@@ -10,14 +10,19 @@ Steps (each timed; one that fails is recorded and the next one runs):
   4. next_scale      next-scale vs raster (vq) images/s at batches 1, 16 and 256 on the shipped checkpoints
   5. masked          MaskGIT (T = 8) vs raster images/s at the same batches
   6. speculative     plain, SJD and GSD on the shipped raster prior at batch 1: passes per image and images/s
+Asked for by name only (`--steps long_recipes`):
+     long_recipes    the models that are compute-bound on 2 CPU cores (pixels, bytes, next-scale) trained with the
+                     full recipe for `--long-steps` steps (same sizes as the shipped checkpoints, so they can replace
+                     them), scored like the leaderboard; checkpoints with their provenance under OUT/long/
 
     python ci/gpu_check.py [--out DIR] [--minutes 8]    # needs CUDA; refuses to start without it
     python ci/gpu_check.py --dry-run [--out DIR]        # every step at tiny size on CPU (no CUDA graphs), about a minute
+    python ci/gpu_check.py --steps long_recipes --long-steps 4000   # longer training for a GPU window
     bash ci/gpu_check.sh                                # on the device machine: wheels from .whl/ if present, output to $OUT
 """
 import argparse, datetime, json, re, subprocess, sys, time, traceback
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 import torch
 
@@ -117,8 +122,33 @@ def speculative(ctx):
     return {"rows": spec, "met": None}
 
 
+LONG = ("pixels", "bytes", "next_scale")  # the three models whose steps cost 3-6x more on 2 CPU cores
+
+
+def long_recipes(ctx):
+    "LONG trained with the full recipe for --long-steps steps (3 in a dry run, on the smoke recipe), then scored."
+    from argen_lit.core import CONFIG_FILE, is_checkpoint, write_atomic
+    from argen_lit.leaderboard import run_leaderboard
+    from argen_lit.recipes import get_budget
+    steps = min(ctx["long_steps"], 3) if ctx["dry"] else ctx["long_steps"]
+    b = replace(get_budget("smoke" if ctx["dry"] else "full"), name=f"long_{steps}", steps=steps, slow_steps=None, seeds=1)
+    records = run_leaderboard(b, list(LONG), out_dir=ctx["out"] / "long", device=ctx["device"])
+    provenance = {"command": " ".join(["python", "ci/gpu_check.py", *sys.argv[1:]]), "commit": commit(), "torch": torch.__version__,
+                  "device": ctx["device_name"], "budget": asdict(b),
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    for folder in (ctx["out"] / "long" / b.name).iterdir():
+        if is_checkpoint(folder):
+            rec = json.loads((folder / CONFIG_FILE).read_text())
+            rec["meta"].setdefault("provenance", provenance)  # a folder loaded from an earlier run keeps its own
+            write_atomic(folder / CONFIG_FILE, json.dumps(rec, indent=2))
+    keep = ("fid", "class_accuracy", "class_accuracy_low", "class_accuracy_high", "bits_per_dim", "train_seconds")
+    return {"budget": asdict(b), "rows": [{"paradigm": r["paradigm"], **{k: r["metrics"].get(k) for k in keep}} for r in records],
+            "met": None}
+
+
 STEPS = {"cuda_tests": cuda_tests, "decode": decode, "train": train, "next_scale": next_scale, "masked": masked,
-         "speculative": speculative}
+         "speculative": speculative, "long_recipes": long_recipes}
+DEFAULT_STEPS = ("cuda_tests", "decode", "train", "next_scale", "masked", "speculative")
 
 
 def commit() -> str:
@@ -139,7 +169,9 @@ def summary(report: dict) -> str:
                   "next_scale": lambda: ", ".join(f"batch {x['batch']}: {x['ratio']:.2f}x" for x in r["rows"]),
                   "masked": lambda: ", ".join(f"batch {x['batch']}: {x['ratio']:.2f}x" for x in r["rows"]),
                   "speculative": lambda: ", ".join(f"{x['sampler'].split(' ')[0]} {x['forward_passes_per_image']} passes, "
-                                                   f"{x['images_per_s']:.1f}/s" for x in r["rows"])}[name]
+                                                   f"{x['images_per_s']:.1f}/s" for x in r["rows"]),
+                  "long_recipes": lambda: ", ".join(f"{x['paradigm']} {100 * x['class_accuracy']:.1f}% FID {x['fid']:.2f} "
+                                                    f"({x['train_seconds']:.0f} s)" for x in r["rows"])}[name]
         try: fig = figure() if s["status"] == "ok" else s.get("error", "")[:120]
         except (KeyError, TypeError, ValueError) as e: fig = f"(no figure: {e})"
         met = {True: "yes", False: "**no**", None: "-"}[r.get("met")]
@@ -152,12 +184,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/gpu_check", help="folder for gpu_check.json, gpu_check.md and each step's files")
     p.add_argument("--dry-run", action="store_true", help="every step at tiny size on CPU, to prove the script runs")
     p.add_argument("--minutes", type=float, default=8.0, help="steps not started by then are skipped (default 8)")
-    p.add_argument("--steps", default=",".join(STEPS), help=f"a subset of {','.join(STEPS)}")
+    p.add_argument("--steps", default=",".join(DEFAULT_STEPS), help=f"a subset of {','.join(STEPS)} (default: all but long_recipes)")
+    p.add_argument("--long-steps", type=int, default=4000, help="training steps of each long recipe (default 4000)")
     a = p.parse_args(argv)
     names = a.steps.split(",")
     unknown = [n for n in names if n not in STEPS]
     if unknown: p.error(f"--steps: unknown {unknown}; expected some of {list(STEPS)}")
     if a.minutes <= 0: p.error(f"--minutes: expected a positive number, got {a.minutes}")
+    if a.long_steps < 1: p.error(f"--long-steps: expected a positive number of steps, got {a.long_steps}")
     if not a.dry_run and not torch.cuda.is_available():
         print("gpu_check: no CUDA device here (torch.cuda.is_available() is False); run it on a GPU machine, "
               "or add --dry-run to exercise every step at tiny size on CPU", file=sys.stderr)
@@ -165,9 +199,10 @@ def main(argv=None) -> int:
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ctx = {"out": out, "dry": a.dry_run, "device": "cpu" if a.dry_run else "cuda",
-           "batches": (1, 2) if a.dry_run else (1, 16, 256), "rounds": 1 if a.dry_run else 3,
+           "batches": (1, 2) if a.dry_run else (1, 16, 256), "rounds": 1 if a.dry_run else 3, "long_steps": a.long_steps,
            "left": lambda: max(1.0, a.minutes * 60 - (time.time() - t0))}
-    report = {"device": "CPU (dry run)" if a.dry_run else torch.cuda.get_device_name(), "torch": torch.__version__,
+    ctx["device_name"] = "CPU (dry run)" if a.dry_run else torch.cuda.get_device_name()
+    report = {"device": ctx["device_name"], "torch": torch.__version__,
               "commit": commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "dry_run": a.dry_run, "targets": TARGETS, "steps": {}}
     for name in names:

@@ -42,3 +42,14 @@ def test_bad_arguments_are_named(tmp_path):
     assert p.returncode == 2 and "--steps: unknown ['warp']" in p.stderr
     p = run("--dry-run", "--minutes", "0", "--out", str(tmp_path))
     assert p.returncode == 2 and "--minutes" in p.stderr
+
+
+def test_long_recipes_train_score_and_stamp_their_checkpoints(tmp_path):
+    p = run("--dry-run", "--steps", "long_recipes", "--long-steps", "50", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    r = json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["long_recipes"]["result"]
+    assert [x["paradigm"] for x in r["rows"]] == ["pixels", "bytes", "next_scale"] and r["budget"]["steps"] == 3  # dry: 3 steps
+    assert all(0 <= x["class_accuracy_low"] <= x["class_accuracy"] <= x["class_accuracy_high"] <= 1 for x in r["rows"])
+    meta = json.loads((tmp_path / "long/long_3/pixels/config.json").read_text())["meta"]
+    assert meta["recipe"]["steps"] == 3 and meta["provenance"]["device"] == "CPU (dry run)" and "--long-steps 50" in meta["provenance"]["command"]
+    assert meta["provenance"]["budget"]["name"] == "long_3" and meta["train_seconds"] > 0
