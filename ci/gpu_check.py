@@ -37,11 +37,16 @@ TINY_MODEL = ["--d", "32", "--layers", "1", "--heads", "2", "--vocab", "64"]
 def cuda_tests(ctx):
     "pytest -m cuda in a child process; counts of passed, skipped and failed tests."
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_cuda.py")]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ctx["left"]())
+    try: p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=ctx["left"]())
+    except subprocess.TimeoutExpired as e:  # keep what it printed before the window closed
+        (ctx["out"] / "cuda_tests.log").write_text(str(e.stdout or "") + str(e.stderr or ""))
+        raise
     (ctx["out"] / "cuda_tests.log").write_text(p.stdout + p.stderr)
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed|errors?)", p.stdout.splitlines()[-1] if p.stdout else "")}
-    if p.returncode not in (0, 5) and not counts.get("failed") and not counts.get("error"): counts["error"] = 1  # it did not run
-    return {"returncode": p.returncode, **counts, "met": p.returncode == 0 and not ctx["dry"] and counts.get("passed", 0) > 0 or None}
+    last = p.stdout.strip().splitlines()[-1] if p.stdout.strip() else ""
+    counts = {k.rstrip("s") if k.startswith("error") else k: int(n) for n, k in re.findall(r"(\d+) (passed|skipped|failed|errors?)", last)}
+    ran_none = p.returncode == 5 and not ctx["dry"]  # on a GPU, "no tests collected" is a failure
+    if (p.returncode not in (0, 5) or ran_none) and not counts.get("failed") and not counts.get("error"): counts["error"] = 1
+    return {"returncode": p.returncode, **counts, "met": None if ctx["dry"] else (p.returncode == 0 and counts.get("passed", 0) > 0)}
 
 
 def decode(ctx):
@@ -55,7 +60,9 @@ def decode(ctx):
 
 def train(ctx):
     size = TINY_MODEL + ["--seq", "17", "--batch", "2", "--steps", "1", "--rounds", "1"] if ctx["dry"] else ["--batch", "256"]
-    bench_transformer.main(size + ["--compile", "--device", ctx["device"], "--out", str(ctx["out"] / "train.json")])
+    tf32 = torch.backends.cuda.matmul.allow_tf32  # the benchmark turns TF32 on; the later steps should not inherit it
+    try: bench_transformer.main(size + ["--compile", "--device", ctx["device"], "--out", str(ctx["out"] / "train.json")])
+    finally: torch.backends.cuda.matmul.allow_tf32 = tf32
     r = json.loads((ctx["out"] / "train.json").read_text())
     return {**r, "target_tokens_per_s": TARGETS["train_tokens_per_s"],
             "met": None if ctx["dry"] else r["tokens_per_s_shared"] >= TARGETS["train_tokens_per_s"]}
@@ -172,8 +179,9 @@ def summary(report: dict) -> str:
                                                    f"{x['images_per_s']:.1f}/s" for x in r["rows"]),
                   "long_recipes": lambda: ", ".join(f"{x['paradigm']} {100 * x['class_accuracy']:.1f}% FID {x['fid']:.2f} "
                                                     f"({x['train_seconds']:.0f} s)" for x in r["rows"])}[name]
-        try: fig = figure() if s["status"] == "ok" else s.get("error", "")[:120]
+        try: fig = figure() if s.get("result") else s.get("error", "")[:120]
         except (KeyError, TypeError, ValueError) as e: fig = f"(no figure: {e})"
+        fig = fig.replace("|", "/").replace("\n", " ")  # one table row whatever an error message holds
         met = {True: "yes", False: "**no**", None: "-"}[r.get("met")]
         lines.append(f"| {name} | {s['status']} | {s['seconds']:.1f} | {fig} | {met} |")
     return "\n".join(lines) + "\n"
@@ -215,7 +223,8 @@ def main(argv=None) -> int:
             report["steps"][name] = {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
         if name == "cuda_tests" and report["steps"][name]["status"] == "ok":
             r = report["steps"][name]["result"]
-            if r.get("failed") or r.get("error"): report["steps"][name]["status"] = "failed"
+            if r.get("failed") or r.get("error"):
+                report["steps"][name].update(status="failed", error=f"pytest exit {r['returncode']}: see cuda_tests.log")
         report["steps"][name]["seconds"] = time.time() - s0
     report["seconds"] = time.time() - t0
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
