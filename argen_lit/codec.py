@@ -148,7 +148,7 @@ def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality:
     return torch.stack([d.image if d.image is not None else blank for d in decoded]), [d.status for d in decoded], scans
 
 # %% ../nbs/30_codec_bytes.ipynb #02707366
-BYTES_SAMPLER = dict(cfg_scale=3.0)  # the VQ prior's guidance (20_vq's sweep); `CFG_SCALE` of this notebook
+BYTES_SAMPLER = dict(cfg_scale=3.0)  # the VQ prior's guidance (20_vq's sweep); 31_codec_symbols' sweep: every scale at chance
 
 def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: train (or load from `run`) the byte LM on JPEG scans; sample with `BYTES_SAMPLER`."
@@ -157,7 +157,8 @@ def fit_bytes(b: Budget, data: Data, run: Path, device) -> Contender:
     cfg = prior_config(b, BYTE_VOCAB, max_len + 2, rope="1d", grid=())
     lm, secs = train_or_load(run / "bytes", lambda: Transformer(cfg), lambda m: train_next_token(
         m, scans_to_tokens(scans, max_len), data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch // 2, lr=2e-3,
-        pad_token=PAD, desc="train byte LM", cpu_bf16=b.cpu_bf16), load_transformer, device, b.recipe(*MODEL_FIELDS, slow=True))
+        pad_token=PAD, desc="train byte LM", cpu_bf16=b.cpu_bf16, bucket_by_length=True), load_transformer, device,
+        b.recipe(*MODEL_FIELDS, slow=True))
     max_len = lm.config.max_seq_len - 2
     return Contender(lambda y, g: sample_jpeg(lm, y, max_len, 25, generator=g, **BYTES_SAMPLER)[0], lm, [lm], secs,
                      f"bytes until EOS ({EOS}), cfg {BYTES_SAMPLER['cfg_scale']:g}")

@@ -29,8 +29,8 @@ __all__ = ['CLASSIFIER_DIR', 'EXTRACTOR_NAME', 'MIN_SAMPLES', 'MAX_SEEDS', 'SPRE
            'register_extractor', 'as_uint8_images', 'ImageSet', 'wilson_interval', 'evaluate',
            'independent_pixel_samples', 'blur', 'bits_per_dim', 'count_forward_passes', 'compare_speed',
            'chi2_two_sample', 'same_distribution', 'two_proportion_p', 'tpr_at_fpr', 'check_seeds', 'seed_spread',
-           'evaluate_seeds', 'samples_needed', 'welch_p', 'leaderboard_record', 'read_records', 'format_metric',
-           'format_cell', 'records_table', 'compare_records']
+           'pooled_count', 'best_guidance', 'evaluate_seeds', 'samples_needed', 'welch_p', 'leaderboard_record',
+           'read_records', 'format_metric', 'format_cell', 'records_table', 'compare_records']
 
 # %% ../nbs/03_eval.ipynb #68c34d02
 @dataclass
@@ -393,6 +393,17 @@ def seed_spread(per_seed: list[dict], keys=SPREAD_KEYS) -> dict:
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
     return out
 
+def pooled_count(per_seed: list[dict], metric: str = "class_accuracy") -> tuple[int, int]:
+    "(successes, samples) of a rate `metric` over every seed's samples pooled: what a Wilson interval or a two-proportion test takes."
+    return sum(round(r[metric] * r["n_samples"]) for r in per_seed), sum(r["n_samples"] for r in per_seed)
+
+def best_guidance(sweep: dict, min_accuracy: float = 0.95):
+    """The course's rule for a guidance sweep {setting: `evaluate` result}: the lowest FID among the settings whose
+    class accuracy reaches `min_accuracy`, or, if none does, the most accurate setting."""
+    if not sweep: raise InputError("sweep: expected the results of at least one setting")
+    ok = [s for s, m in sweep.items() if m["class_accuracy"] >= min_accuracy]
+    return min(ok, key=lambda s: sweep[s]["fid"]) if ok else max(sweep, key=lambda s: sweep[s]["class_accuracy"])
+
 def evaluate_seeds(sample, labels: torch.Tensor, seeds=3, batch_size: int = 500, device=None, desc: str = "sample",
                    **evaluate_kw) -> dict:
     """Draw samples of `labels` once per seed, `sample(labels, generator) -> images` in batches of `batch_size` with
@@ -418,8 +429,7 @@ def evaluate_seeds(sample, labels: torch.Tensor, seeds=3, batch_size: int = 500,
                          "n_samples": len(images), "sample_seconds": seconds})
         first = images if first is None else first
     out = seed_spread(per_seed)
-    k, n = sum(round(r["class_accuracy"] * r["n_samples"]) for r in per_seed), sum(r["n_samples"] for r in per_seed)
-    out["class_accuracy_low"], out["class_accuracy_high"] = wilson_interval(k, n)
+    out["class_accuracy_low"], out["class_accuracy_high"] = wilson_interval(*pooled_count(per_seed))
     return {**out, "n_seeds": len(seeds), "n_samples": len(labels), "sample_seconds": sum(r["sample_seconds"] for r in per_seed),
             "per_seed": per_seed, "images": first}
 
@@ -550,8 +560,7 @@ def compare_records(a: dict, b: dict, metric: str = "class_accuracy") -> dict:
     va, vb = ([s[metric] for s in r["per_seed"]] for r in (a, b))
     diff = statistics.fmean(va) - statistics.fmean(vb)
     if metric == "class_accuracy":
-        (ka, na), (kb, nb) = ((sum(round(s[metric] * s["n_samples"]) for s in r["per_seed"]), sum(s["n_samples"] for s in r["per_seed"]))
-                              for r in (a, b))
+        (ka, na), (kb, nb) = (pooled_count(r["per_seed"], metric) for r in (a, b))
         return {"difference": diff, "p": two_proportion_p(ka, na, kb, nb), "test": f"two-proportion, {na:,} vs {nb:,} samples"}
     if len(va) < 2 or len(vb) < 2:
         raise InputError(f"a/b: {metric!r} needs two or more seeds on each side for a test, got {len(va)} and {len(vb)}")

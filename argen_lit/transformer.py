@@ -12,14 +12,14 @@ from einops import rearrange
 from torch import nn
 from pathlib import Path
 from .core import (Config, InputError, InputTypeError, autocast, check_ids, check_number, check_tensor,
-                            eval_mode, load_model, train_loop)
+                            eval_mode, load_model, make_generator, train_loop)
 from .data import endless, make_loader
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
            'SwiGLU', 'KVCache', 'GrowingKVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer',
            'with_null_class', 'cfg_logits', 'Guidance', 'filter_logits', 'token_probs', 'sample_logits', 'generate',
-           'next_token_bits', 'train_on_tokens', 'train_next_token', 'load_transformer']
+           'next_token_bits', 'length_batches', 'train_on_tokens', 'train_next_token', 'load_transformer']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -368,11 +368,13 @@ CACHE_KINDS = ("static", "growing", "none")
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static",
-             logit_bias: torch.Tensor | None = None) -> torch.Tensor:
+             logit_bias: torch.Tensor | None = None, constrain=None) -> torch.Tensor:
     """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
     With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
     'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix).
-    `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias."""
+    `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias.
+    `constrain(tokens)` gets the tokens drawn so far (B, i) and returns a bool mask (B, vocab) of the tokens allowed
+    next (a grammar); the others get probability zero."""
     check_number(n_tokens, "n_tokens", low=1, integer=True)
     if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
@@ -398,6 +400,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
         for i in range(n_tokens):
             step = cfg.mix(logits)
             if logit_bias is not None: step = step + logit_bias
+            if constrain is not None: step = step.masked_fill(~constrain(out[:, :i]).to(step.device), float("-inf"))
             out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
             if stop_token is not None:
                 out[done, i] = stop_token
@@ -424,32 +427,56 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
             total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
     return total / (tokens != ignore).sum().item() / math.log(2)
 
+def length_batches(tokens: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor, batch_size: int,
+                   seed: int = 0, pool: int = 50):
+    """Endless batches of sequences of similar length, cut to the longest of each: every pass shuffles, sorts each
+    pool of `pool` batches' worth by length, and yields that pool's batches in random order (padding work drops
+    from the longest sequence's to about each batch's own)."""
+    check_tensor(lengths, "lengths", ndim=1, kind="int")
+    if len(lengths) != len(tokens) or lengths.min() < 1 or lengths.max() > tokens.shape[1]:
+        raise InputError(f"lengths: expected one length in 1..{tokens.shape[1]} per sequence ({len(tokens)}), got {tuple(lengths.shape)}")
+    g = make_generator(seed)
+    while True:
+        for chunk in torch.randperm(len(tokens), generator=g).split(batch_size * pool):
+            chunk = chunk[lengths[chunk].argsort(stable=True)]
+            batches = [b for b in chunk.split(batch_size) if len(b) == batch_size] or [chunk]
+            for j in torch.randperm(len(batches), generator=g).tolist():
+                idx = batches[j]; xb = tokens[idx, :int(lengths[idx].max())]
+                yield (xb, labels[idx]) if labels is not None else xb
+
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                    seed: int = 0, desc: str = "train", cpu_bf16: bool = False) -> list[float]:
+                    seed: int = 0, desc: str = "train", cpu_bf16: bool = False, lengths: torch.Tensor | None = None) -> list[float]:
     """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step.
-    `cpu_bf16`: bf16 autocast on a bf16-capable CPU too (`core.autocast`)."""
+    `cpu_bf16`: bf16 autocast on a bf16-capable CPU too (`core.autocast`). `lengths` (B,): each sequence's length
+    without padding; batches then group similar lengths and drop the padding columns (`length_batches`)."""
     check_number(steps, "steps", low=1, integer=True); check_number(batch_size, "batch_size", low=1, integer=True)
     check_tensor(tokens, "tokens", nonempty=True)
     if tokens.ndim not in (2, 3): raise InputError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
-    loader = make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True)
+    loader = (make_loader(tokens, labels, batch_size=min(batch_size, len(tokens)), seed=seed, drop_last=True) if lengths is None
+              else length_batches(tokens, labels, lengths, min(batch_size, len(tokens)), seed))
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
-    nats = train_loop(model, endless(loader), step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc,
+    nats = train_loop(model, endless(loader) if lengths is None else loader, step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc,
                       cpu_bf16=cpu_bf16)
     return [n / math.log(2) for n in nats]
 
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                     seed: int = 0, desc: str = "train", pad_token: int | None = None, cpu_bf16: bool = False) -> list[float]:
+                     seed: int = 0, desc: str = "train", pad_token: int | None = None, cpu_bf16: bool = False,
+                     bucket_by_length: bool = False) -> list[float]:
     """Teacher-forced next-token training on `tokens` (B, T) with `train_on_tokens`; returns bits/token per step.
-    Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss."""
+    Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss;
+    `bucket_by_length` batches sequences of similar length and drops their trailing padding (the same loss, less work)."""
     if pad_token is not None: check_number(pad_token, "pad_token", low=0, high=model.config.vocab_size - 1, integer=True)
+    if bucket_by_length and pad_token is None: raise InputError("bucket_by_length: needs pad_token, to know each sequence's length")
+    lengths = (tokens != pad_token).flip(1).int().argmax(1).neg().add(tokens.shape[1]) if bucket_by_length else None
+    if lengths is not None: lengths = torch.where((tokens != pad_token).any(1), lengths, 1)  # an all-pad row: 1 column
     ignore = -100 if pad_token is None else pad_token
     def loss_fn(model, xb, yb):
         logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
         return F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=ignore)
-    return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16)
+    return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16, lengths)
 
 def load_transformer(directory: str | Path, device=None) -> Transformer:
     "A shared transformer (a prior, a byte LM, a masked model) from a checkpoint folder, in eval mode."

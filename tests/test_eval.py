@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from argen_lit.core import make_generator
+from argen_lit.core import InputError, make_generator
 from argen_lit.data import load_mnist5k
-from argen_lit.eval import (EXTRACTOR_NAME, SPREAD_KEYS, check_seeds, compare_records, evaluate_seeds, samples_needed,
+from argen_lit.eval import (EXTRACTOR_NAME, SPREAD_KEYS, best_guidance, check_seeds, pooled_count, compare_records, evaluate_seeds, samples_needed,
                             seed_spread, two_proportion_p, welch_p, wilson_interval, as_uint8_images, bits_per_dim, blur, classifier_accuracy, compare_speed,
                             count_forward_passes, evaluate, independent_pixel_samples, leaderboard_record,
                             load_classifier, read_records, records_table, register_extractor, shipped_accuracy,
@@ -244,3 +244,14 @@ def test_table_cells_carry_spread_and_interval():
     bare = records_table([{"paradigm": "b", "metrics": {"fid": None, "fid_std": 0.1, "class_accuracy": 0.5, "class_accuracy_low": 0.4}}],
                          columns=("fid", "class_accuracy")).splitlines()[2]
     assert bare.startswith("| b | - | 50.0% |"), bare  # no spread without a figure, no half an interval
+
+
+def test_pooled_count_and_best_guidance():
+    per_seed = [{"class_accuracy": 0.9, "n_samples": 100}, {"class_accuracy": 0.95, "n_samples": 200}]
+    assert pooled_count(per_seed) == (280, 300)
+    sweep = {1.0: {"fid": 1.0, "class_accuracy": 0.90}, 2.0: {"fid": 2.0, "class_accuracy": 0.96},
+             3.0: {"fid": 1.5, "class_accuracy": 0.97}}
+    assert best_guidance(sweep) == 3.0                        # the lowest FID among those reaching 95%
+    assert best_guidance(sweep, min_accuracy=0.99) == 3.0     # none does: the most accurate
+    assert best_guidance(sweep, min_accuracy=0.5) == 1.0
+    with pytest.raises(InputError, match="sweep"): best_guidance({})
