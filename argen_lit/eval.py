@@ -401,6 +401,11 @@ def best_guidance(sweep: dict, min_accuracy: float = 0.95):
     """The course's rule for a guidance sweep {setting: `evaluate` result}: the lowest FID among the settings whose
     class accuracy reaches `min_accuracy`, or, if none does, the most accurate setting."""
     if not sweep: raise InputError("sweep: expected the results of at least one setting")
+    check_number(min_accuracy, "min_accuracy", low=0, high=1)
+    for s, m in sweep.items():
+        vals = [m.get(k) if isinstance(m, dict) else None for k in ("fid", "class_accuracy")]
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) for v in vals):
+            raise InputError(f"sweep: setting {s!r} needs finite 'fid' and 'class_accuracy' (labelled samples), got {vals}")
     ok = [s for s, m in sweep.items() if m["class_accuracy"] >= min_accuracy]
     return min(ok, key=lambda s: sweep[s]["fid"]) if ok else max(sweep, key=lambda s: sweep[s]["class_accuracy"])
 

@@ -293,9 +293,9 @@ def sample_symbols(model: Transformer, labels: torch.Tensor, tokenizer: SymbolTo
         raise InputError(f"model: vocab_size {model.config.vocab_size}, expected the tokenizer's {tokenizer.vocab.size}")
     check_batching(labels, "labels", batch_size)
     check_number(max_len, "max_len", low=1, high=model.config.max_seq_len - 1, integer=True)
-    rows = []
+    rows, grammar = [], SymbolGrammar(tokenizer.vocab, tokenizer.n_blocks) if constrained else None
     for i in range(0, len(labels), batch_size):
-        rule = SymbolGrammar(tokenizer.vocab, tokenizer.n_blocks).constraint() if constrained else None
+        rule = grammar.constraint() if constrained else None
         rows += list(generate(model, max_len, labels[i:i + batch_size], cfg_scale=cfg_scale, temperature=temperature,
                               top_k=top_k, generator=generator, stop_token=tokenizer.vocab.stop, constrain=rule).cpu())
     decoded = [tokenizer.decode(r) for r in rows]
@@ -321,7 +321,7 @@ class SymbolGrammar:
         for k in range(1, 64):
             for i, kd in enumerate(kinds):
                 if kd[0] == "eob": allowed[k, i], nxt[k, i] = True, 0
-                elif kd[0] == "zrl" and k + 16 <= 63: allowed[k, i], nxt[k, i] = True, k + 16
+                elif kd[0] == "zrl" and k + 15 <= 63: allowed[k, i], nxt[k, i] = True, (k + 16) % 64  # 16 zeros may end a block
                 elif kd[0] == "coef" and k + kd[1] <= 63: allowed[k, i], nxt[k, i] = True, (k + kd[1] + 1) % 64  # 64: block done
                 elif kd[0] == "esc" and k + kd[1] <= 63:
                     allowed[k, i], nxt[k, i] = True, 64 + 64 * (kd[2] - v.joint_size - 1) + k + kd[1] + 1 - 1

@@ -431,15 +431,20 @@ def length_batches(tokens: torch.Tensor, labels: torch.Tensor | None, lengths: t
                    seed: int = 0, pool: int = 50):
     """Endless batches of sequences of similar length, cut to the longest of each: every pass shuffles, sorts each
     pool of `pool` batches' worth by length, and yields that pool's batches in random order (padding work drops
-    from the longest sequence's to about each batch's own)."""
-    check_tensor(lengths, "lengths", ndim=1, kind="int")
+    from the longest sequence's to about each batch's own). Like `drop_last`, a random remainder sits out each pass."""
+    check_tensor(lengths, "lengths", ndim=1, kind="int"); check_number(pool, "pool", low=1, integer=True)
+    check_number(batch_size, "batch_size", low=1, high=len(tokens), integer=True)
     if len(lengths) != len(tokens) or lengths.min() < 1 or lengths.max() > tokens.shape[1]:
         raise InputError(f"lengths: expected one length in 1..{tokens.shape[1]} per sequence ({len(tokens)}), got {tuple(lengths.shape)}")
+    return _length_batches(tokens, labels, lengths, batch_size, seed, pool)
+
+def _length_batches(tokens, labels, lengths, batch_size, seed, pool):
     g = make_generator(seed)
     while True:
-        for chunk in torch.randperm(len(tokens), generator=g).split(batch_size * pool):
+        perm = torch.randperm(len(tokens), generator=g)
+        for chunk in perm[:len(perm) - len(perm) % batch_size].split(batch_size * pool):  # whole batches only
             chunk = chunk[lengths[chunk].argsort(stable=True)]
-            batches = [b for b in chunk.split(batch_size) if len(b) == batch_size] or [chunk]
+            batches = chunk.split(batch_size)
             for j in torch.randperm(len(batches), generator=g).tolist():
                 idx = batches[j]; xb = tokens[idx, :int(lengths[idx].max())]
                 yield (xb, labels[idx]) if labels is not None else xb
@@ -470,8 +475,11 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
     `bucket_by_length` batches sequences of similar length and drops their trailing padding (the same loss, less work)."""
     if pad_token is not None: check_number(pad_token, "pad_token", low=0, high=model.config.vocab_size - 1, integer=True)
     if bucket_by_length and pad_token is None: raise InputError("bucket_by_length: needs pad_token, to know each sequence's length")
+    if bucket_by_length:
+        check_tensor(tokens, "tokens", ndim=2, kind="int", nonempty=True)
+        empty = (~(tokens != pad_token).any(1)).nonzero().flatten().tolist()
+        if empty: raise InputError(f"tokens: rows {empty[:5]} hold only pad_token {pad_token} (no loss to learn from); drop them")
     lengths = (tokens != pad_token).flip(1).int().argmax(1).neg().add(tokens.shape[1]) if bucket_by_length else None
-    if lengths is not None: lengths = torch.where((tokens != pad_token).any(1), lengths, 1)  # an all-pad row: 1 column
     ignore = -100 if pad_token is None else pad_token
     def loss_fn(model, xb, yb):
         logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions

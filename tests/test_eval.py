@@ -255,3 +255,6 @@ def test_pooled_count_and_best_guidance():
     assert best_guidance(sweep, min_accuracy=0.99) == 3.0     # none does: the most accurate
     assert best_guidance(sweep, min_accuracy=0.5) == 1.0
     with pytest.raises(InputError, match="sweep"): best_guidance({})
+    with pytest.raises(InputError, match="sweep"): best_guidance({1.0: {"fid": 1.0, "class_accuracy": None}})  # unlabelled
+    with pytest.raises(InputError, match="sweep"): best_guidance({1.0: {"fid": float("nan"), "class_accuracy": 0.9}})
+    with pytest.raises(InputError, match="min_accuracy"): best_guidance(sweep, min_accuracy=95)

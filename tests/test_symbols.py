@@ -9,7 +9,8 @@ from argen_lit.core import InputError, make_generator
 from argen_lit.data import jpeg_bytes, load_mnist5k
 from argen_lit.symbols import (EOB, ZRL, ScanError, SymbolTokenizer, SymbolVocab, block_coefficients,
                                coefficients_to_pixels, huffman_table, parse_tables, sample_symbols, scan_symbols,
-                               symbols_scan, symbols_to_tokens, zigzag_order)
+                               symbols_scan, symbols_to_tokens, tokens_to_symbols, zigzag_order)
+from argen_lit.symbols import SymbolGrammar
 from argen_lit.transformer import Transformer, TransformerConfig, length_batches, train_next_token
 
 
@@ -193,7 +194,12 @@ def test_length_batches_cut_padding_and_keep_the_loss():
         cut = torch.nn.functional.cross_entropy(lm(x[:, :L - 1]).transpose(1, 2), x[:, :L], ignore_index=9)
     assert torch.allclose(full, cut, atol=1e-6)   # padding never counted: cutting it keeps the loss
     with pytest.raises(InputError, match="bucket_by_length"): train_next_token(lm, toks, steps=1, bucket_by_length=True)
-    with pytest.raises(InputError, match="lengths"): next(length_batches(toks, None, lens[:5], 8))
+    with pytest.raises(InputError, match="lengths"): length_batches(toks, None, lens[:5], 8)   # refused at the call
+    with pytest.raises(InputError, match="batch_size"): length_batches(toks, None, lens, 65)
+    odd = length_batches(toks[:60], None, lens[:60], 8, pool=2)      # 60 = 7 batches of 8 + 4 left out at random
+    assert all(len(next(odd)) == 8 for _ in range(30))
+    with pytest.raises(InputError, match="only pad_token"):
+        train_next_token(lm, torch.full((4, 5), 9), steps=1, pad_token=9, bucket_by_length=True)
 
 
 def test_constrained_sampling_is_always_well_formed():
@@ -217,3 +223,18 @@ def test_fit_symbols_trains_loads_and_samples(tmp_path):
     assert imgs.dtype == torch.uint8 and imgs.shape == (2, 1, 28, 28)
     again = fit_symbols(b, data, tmp_path, torch.device("cpu"))           # loaded, not retrained
     assert again.train_seconds == pytest.approx(c.train_seconds)
+
+
+def test_grammar_and_parser_agree():
+    tk = SymbolTokenizer(25); v = tk.vocab
+    g = SymbolGrammar(v, tk.n_blocks)
+    # a ZRL over positions 48..63 ends its block with no EOB: the parser, the decoder and the grammar all accept it
+    row = [v.value(0), v.coef(14, 1), v.coef(15, 1), v.coef(15, 1), v.zrl] + [v.value(0), v.eob] * 15 + [v.stop]
+    assert tokens_to_symbols(row, v, 16)[1] and tk.decode(torch.tensor(row)).status == "clean"
+    walk, ids = g.constraint(), torch.tensor([row])
+    for i in range(ids.shape[1]): assert walk(ids[:, :i])[0, ids[0, i]], i
+    walk, rows, gen = g.constraint(), torch.empty(200, 0, dtype=torch.long), make_generator(0)
+    for _ in range(800):   # random walks inside the grammar: every one is well formed and stops after 16 blocks
+        rows = torch.cat([rows, torch.multinomial(walk(rows).float(), 1, generator=gen)], 1)
+    for r in rows:
+        assert tokens_to_symbols(r.tolist(), v, 16)[1] and tk.decode(r).status == "clean"
