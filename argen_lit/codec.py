@@ -129,7 +129,7 @@ def tokens_to_scan(ids: torch.Tensor) -> bytes:
 
 @torch.no_grad()
 def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality: int = 25, size: int = 28,
-                cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
+                cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                 generator: torch.Generator | None = None, batch_size: int = 500) -> tuple[torch.Tensor, list[str], list[bytes]]:
     """Class-conditional JPEG samples: scans written until EOS (or `max_len` bytes), repaired and decoded.
     Returns uint8 images (B, 1, size, size) — black where undecodable — their statuses and the raw scans."""
@@ -141,7 +141,7 @@ def sample_jpeg(model: Transformer, labels: torch.Tensor, max_len: int, quality:
     scans = []
     for i in range(0, len(labels), batch_size):
         ids = generate(model, max_len, labels[i:i + batch_size], cfg_scale=cfg_scale, temperature=temperature,
-                       top_k=top_k, generator=generator, stop_token=EOS)
+                       top_k=top_k, top_p=top_p, generator=generator, stop_token=EOS)
         scans += [tokens_to_scan(row) for row in ids.cpu()]
     decoded = [decode_scan(s, quality, size) for s in scans]
     blank = torch.zeros(1, size, size, dtype=torch.uint8)

@@ -119,6 +119,10 @@ def autocast(device: str | torch.device | None = None, enabled: bool = True, cpu
 @dataclass
 class Config:
     "Base for model configs: presets and a JSON round trip. Subclasses add fields, each with a comment."
+    # Fields added after checkpoints were first saved, with the value that means 'without it': a config.json that
+    # lacks one was built before the field existed, so it loads with that value (any other missing field is refused).
+    OFF_IF_MISSING: typing.ClassVar[dict] = {}
+
     @classmethod
     def smoke(cls, **overrides):
         "The tiny preset for CPU smoke runs (CI). Subclasses override; the default is the dataclass defaults."
@@ -151,11 +155,12 @@ class Config:
         which may not be what the checkpoint was trained with)."""
         if not isinstance(d, dict): raise InputTypeError(f"config: expected a dict of fields, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
-        unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d]
+        unknown, missing = sorted(set(d) - set(names)), [n for n in names if n not in d and n not in cls.OFF_IF_MISSING]
         if unknown: raise InputError(f"config: {cls.__name__} has no field(s) {unknown}")
         if missing: raise InputError(f"config: {cls.__name__} is missing field(s) {missing}; a checkpoint saved without "
                                      "them cannot say how it was built (retrain it, or add the values it was trained with)")
-        return cls(**d)  # __post_init__ checks each value's type and turns JSON lists into tuples
+        older = {n: v for n, v in cls.OFF_IF_MISSING.items() if n not in d}
+        return cls(**older, **d)  # __post_init__ checks each value's type and turns JSON lists into tuples
 
     def diff(self, other: "Config") -> dict:
         "Fields whose values differ: {name: (self's, other's)}."

@@ -4,12 +4,13 @@
 
 # %% ../nbs/31_codec_symbols.ipynb #d305cea8
 from __future__ import annotations
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 import numpy as np
 import torch
 from .codec import EOI, _check_bytes, decode_scan, jpeg_header, jpeg_scans, marker_segments
-from .core import InputError, check_batching, check_ids, check_number
+from .core import InputError, check_batching, check_ids, check_number, check_tensor
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
 
@@ -177,7 +178,7 @@ def coefficients_to_pixels(coefs: np.ndarray, t: JpegTables) -> np.ndarray:
 # %% ../nbs/31_codec_symbols.ipynb #e0d05074
 class SymbolVocab:
     """Token ids for JPEG symbols, each a unit of meaning. VALUE(v): a signed number |v| <= 2**max_size - 1 (a block's
-    DC difference, or the value after an escape); COEF(run, v): `run` zeros then the coefficient v, one token when
+    quantised DC itself, not JPEG's difference to the previous block; or the value after an escape); COEF(run, v): `run` zeros then the coefficient v, one token when
     |v| < 2**joint_size; ESC(run, size): `run` zeros then a larger coefficient, whose VALUE follows; EOB, ZRL, STOP, PAD."""
     def __init__(self, max_size: int = 8, joint_size: int = 4):
         check_number(max_size, "max_size", low=1, high=10, integer=True)
@@ -203,12 +204,16 @@ class SymbolVocab:
 
 # %% ../nbs/31_codec_symbols.ipynb #fb0216d5
 def symbols_to_tokens(blocks: list[list[tuple[int, int]]], vocab: SymbolVocab) -> list[int]:
-    "Token ids of a symbol stream, STOP last; a value beyond the vocabulary's `max_size` bits is an InputError."
-    out = []
-    for block in blocks:
-        (_, diff), *ac = block
-        if abs(diff) > vocab.vmax: raise InputError(f"blocks: DC difference {diff} needs more than max_size={vocab.max_size} bits")
-        out.append(vocab.value(diff))
+    """Token ids of a symbol stream: every block's DC first, then every block's AC tokens, then STOP. A DC is written
+    as its value (the running sum of JPEG's differences), so that a token says how bright its own block is, and all
+    DCs come first, as in a progressive JPEG's first scan: a 4x4 sketch of the image before any detail. A value
+    beyond `max_size` bits is an InputError."""
+    out, dc = [], 0
+    for (_, diff), *_ in blocks:
+        dc += diff
+        if abs(dc) > vocab.vmax: raise InputError(f"blocks: DC {dc} needs more than max_size={vocab.max_size} bits")
+        out.append(vocab.value(dc))
+    for _, *ac in blocks:
         for rs, v in ac:
             run, size = rs >> 4, rs & 15
             if rs in (EOB, ZRL): out.append(vocab.eob if rs == EOB else vocab.zrl)
@@ -218,17 +223,21 @@ def symbols_to_tokens(blocks: list[list[tuple[int, int]]], vocab: SymbolVocab) -
     return out + [vocab.stop]
 
 def tokens_to_symbols(ids: list[int], vocab: SymbolVocab, n: int) -> tuple[list[list[tuple[int, int]]], bool]:
-    """The symbol stream of `n` blocks that a token row spells, and whether it was well formed. A row that breaks the
-    grammar is cut there: the block in progress ends with EOB, and missing blocks repeat the last DC (all zero)."""
-    blocks, ok, i = [], True, 0
+    """The symbol stream of `n` blocks that a token row spells (n DC values, then each block's AC tokens), and whether
+    it was well formed. A row that breaks the grammar is cut there: missing DCs repeat the last one (0 if none), the
+    block in progress ends with EOB, and the blocks after it have no AC coefficients (flat)."""
+    ok, i, dcs, acs = True, 0, [], []
     def take():
         nonlocal i
         i += 1
         return vocab.kind(ids[i - 1]) if i <= len(ids) else ("end",)
-    while len(blocks) < n and ok:
+    while len(dcs) < n:
         t = take()
         if t[0] != "value": ok = False; break
-        block, k = [(value_size(t[1]), t[1])], 1
+        dcs.append(t[1])
+    dcs += [dcs[-1] if dcs else 0] * (n - len(dcs))
+    while len(acs) < n and ok:
+        block, k = [], 1
         while k < 64:
             t = take()
             if t[0] == "eob": block.append((EOB, 0)); break
@@ -238,10 +247,12 @@ def tokens_to_symbols(ids: list[int], vocab: SymbolVocab, n: int) -> tuple[list[
                 if v[0] == "value" and value_size(v[1]) == t[2]: block.append((t[1] << 4 | t[2], v[1])); k += t[1] + 1; continue
             elif t[0] == "coef" and k + t[1] <= 63: block.append((t[1] << 4 | value_size(t[2]), t[2])); k += t[1] + 1; continue
             ok = False; break
-        if not ok and k < 64 and block[-1][0] != EOB: block.append((EOB, 0))
-        blocks.append(block)
+        if not ok and k < 64 and (not block or block[-1][0] != EOB): block.append((EOB, 0))
+        acs.append(block)
     if ok and (i >= len(ids) or ids[i] != vocab.stop): ok = False  # n blocks, but no STOP after them
-    return blocks + [[(0, 0), (EOB, 0)]] * (n - len(blocks)), ok
+    acs += [[(EOB, 0)]] * (n - len(acs))
+    diffs = [d - p for p, d in zip([0] + dcs[:-1], dcs)]     # JPEG codes each DC as the difference to the previous one
+    return [[(value_size(d), d)] + ac for d, ac in zip(diffs, acs)], ok
 
 # %% ../nbs/31_codec_symbols.ipynb #44a96715
 class SymbolDecoded(NamedTuple):
@@ -256,6 +267,11 @@ class SymbolTokenizer:
         self.quality, self.size, self.vocab = quality, size, vocab or SymbolVocab()
         self.tables = parse_tables(jpeg_header(quality, size))
         self.n_blocks = n_blocks(self.tables)
+
+    @cached_property
+    def grammar(self) -> "SymbolGrammar":
+        "This tokenizer's token grammar (built on first use, about a second)."
+        return SymbolGrammar(self.vocab, self.n_blocks)
 
     def encode(self, images: torch.Tensor, length: int | None = None) -> torch.Tensor:
         "Token ids (N, length) of uint8 images (N, 1, size, size): each image's symbols, STOP, then PAD (default length: the longest)."
@@ -283,21 +299,23 @@ class SymbolTokenizer:
 # %% ../nbs/31_codec_symbols.ipynb #f388bb49
 @torch.no_grad()
 def sample_symbols(model: Transformer, labels: torch.Tensor, tokenizer: SymbolTokenizer, max_len: int,
-                   cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
+                   cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                    generator: torch.Generator | None = None, batch_size: int = 500,
                    constrained: bool = False) -> tuple[torch.Tensor, list[str], list[bytes | None]]:
     """Class-conditional samples written as JPEG symbols until STOP (or `max_len` tokens), then decoded through real
-    JPEG files; `constrained`: only tokens the grammar allows at each step (`SymbolGrammar`). Returns uint8 images
+    JPEG files; `constrained`: only tokens the grammar allows at each step (`SymbolGrammar`). A model with
+    `state_sizes` reads each position's grammar state and block (`SymbolGrammar.follower`). Returns uint8 images
     (B, 1, size, size) — black where undecodable — their statuses and the files."""
     if model.config.vocab_size != tokenizer.vocab.size:
         raise InputError(f"model: vocab_size {model.config.vocab_size}, expected the tokenizer's {tokenizer.vocab.size}")
     check_batching(labels, "labels", batch_size)
     check_number(max_len, "max_len", low=1, high=model.config.max_seq_len - 1, integer=True)
-    rows, grammar = [], SymbolGrammar(tokenizer.vocab, tokenizer.n_blocks) if constrained else None
+    rows = []
     for i in range(0, len(labels), batch_size):
-        rule = grammar.constraint() if constrained else None
+        rule, states = tokenizer.grammar.follower()
         rows += list(generate(model, max_len, labels[i:i + batch_size], cfg_scale=cfg_scale, temperature=temperature,
-                              top_k=top_k, generator=generator, stop_token=tokenizer.vocab.stop, constrain=rule).cpu())
+                              top_k=top_k, top_p=top_p, generator=generator, stop_token=tokenizer.vocab.stop, constrain=rule if constrained else None,
+                              states=states if model.config.state_sizes else None).cpu())
     decoded = [tokenizer.decode(r) for r in rows]
     blank = torch.zeros(1, tokenizer.size, tokenizer.size, dtype=torch.uint8)
     return (torch.stack([d.image if d.image is not None else blank for d in decoded]), [d.status for d in decoded],
@@ -308,7 +326,8 @@ class SymbolGrammar:
     """The token grammar as lookup tables, so that a sampler can keep every row well formed: `allowed[state]` (which
     tokens may come next) and `next_state[state, token]`. States: 0 a block's DC value; k = 1..63 an AC token at
     zigzag position k; 64 + 64 * (size - joint_size - 1) + k the VALUE of an escaped coefficient at position k; then
-    STOP (after the last block) and END."""
+    STOP (after the last block) and END. A row's place is its state and its block: the block whose DC comes next
+    (state 0: n DCs first), then the block whose AC tokens are being written."""
     def __init__(self, vocab: SymbolVocab, n_blocks: int):
         v, n_esc = vocab, vocab.max_size - vocab.joint_size
         self.vocab, self.n_blocks = v, n_blocks
@@ -317,7 +336,7 @@ class SymbolGrammar:
         nxt = torch.full((self.end_state + 1, v.size), self.end_state, dtype=torch.long)
         kinds = [v.kind(i) for i in range(v.size)]
         for i, kd in enumerate(kinds):
-            if kd[0] == "value": allowed[0, i] = True; nxt[0, i] = 1
+            if kd[0] == "value": allowed[0, i] = True; nxt[0, i] = 0   # `advance` counts the DCs
         for k in range(1, 64):
             for i, kd in enumerate(kinds):
                 if kd[0] == "eob": allowed[k, i], nxt[k, i] = True, 0
@@ -333,38 +352,64 @@ class SymbolGrammar:
         allowed[self.stop_state, v.stop] = allowed[self.end_state, v.stop] = True
         self.allowed, self.next_state = allowed, nxt
 
-    def constraint(self):
-        "A `constrain` for `generate`: it follows each row's state from the tokens drawn so far (one call per step, in order)."
-        state, blocks = None, None
-        def allowed_next(tokens: torch.Tensor) -> torch.Tensor:
-            nonlocal state, blocks
-            if tokens.shape[1] == 0: state, blocks = torch.zeros(len(tokens), dtype=torch.long), torch.zeros(len(tokens), dtype=torch.long)
-            else:
-                last = tokens[:, -1].cpu()
-                new = self.next_state[state, last]
-                blocks += (new == 0) & (state != 0) & (state < self.stop_state)   # back to state 0: a block ended
-                state = torch.where((new == 0) & (blocks == self.n_blocks), self.stop_state, new)
-            return self.allowed[state]
-        return allowed_next
+    @property
+    def state_sizes(self) -> tuple[int, int]:
+        "How many values each axis of a place takes, (grammar state, block): a model's `state_sizes`."
+        return (self.end_state + 1, self.n_blocks + 1)
+
+    def advance(self, state: torch.Tensor, blocks: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "The (state, block) of rows at (`state`, `blocks`) after reading one `token` each (all (B,))."
+        new = self.next_state[state, token]
+        dc = (state == 0) & (new == 0)                                      # a DC read
+        ac_end = (state > 0) & (state < self.stop_state) & (new == 0)       # a block's AC tokens ended
+        blocks = blocks + (dc | ac_end)
+        last = blocks == self.n_blocks
+        new = torch.where(dc & last, 1, new)                                # after the last DC: block 0's AC tokens
+        new = torch.where(ac_end, torch.where(last, self.stop_state, 1), new)
+        return new, torch.where(dc & last, 0, blocks)
+
+    def walk(self, tokens: torch.Tensor) -> torch.Tensor:
+        "Every prefix's place (N, T + 1, 2) for token rows (N, T): (state, block) before each token and after the last."
+        check_tensor(tokens, "tokens", ndim=2, kind="int"); check_ids(tokens, "tokens", self.vocab.size)
+        state = blocks = torch.zeros(len(tokens), dtype=torch.long)
+        out = [torch.stack([state, blocks], 1)]
+        for t in tokens.T.cpu(): state, blocks = self.advance(state, blocks, t); out.append(torch.stack([state, blocks], 1))
+        return torch.stack(out, 1)
+
+    def follower(self):
+        """`(constrain, states)` for `generate`: both follow each row from the tokens drawn so far, which grow by one
+        token per step; `constrain` masks what the grammar forbids, `states` gives the model each position's (state, block)."""
+        at = {}
+        def position(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            i = tokens.shape[1]
+            if i == 0: at.update(i=0, state=torch.zeros(len(tokens), dtype=torch.long), blocks=torch.zeros(len(tokens), dtype=torch.long))
+            elif i == at.get("i", -2) + 1:
+                at["state"], at["blocks"] = self.advance(at["state"], at["blocks"], tokens[:, -1].cpu()); at["i"] = i
+            elif i != at.get("i"): raise InputError(f"tokens: a follower reads one new token per call ({at.get('i')} read, {i} given)")
+            return at["state"], at["blocks"]
+        return (lambda tokens: self.allowed[position(tokens)[0]]), (lambda tokens: torch.stack(position(tokens), 1))
 
 # %% ../nbs/31_codec_symbols.ipynb #7af0dd89
 def train_symbol_lm(b: Budget, tokenizer: SymbolTokenizer, images: torch.Tensor, labels: torch.Tensor, run: Path,
                     device, margin: int = 16) -> tuple[Transformer, float]:
     """The symbol LM of budget `b` (the byte LM's sizes, steps and batch: `b.batch // 2`, 1D RoPE), trained on the
-    symbol tokens of `images` in length buckets, or loaded from `run/symbols`. Returns the model and its training seconds."""
-    tokens = tokenizer.encode(images)
-    cfg = prior_config(b, tokenizer.vocab.size, tokens.shape[1] + margin + 1, rope="1d", grid=())
-    recipe = {**b.recipe(*MODEL_FIELDS, slow=True), "quality": tokenizer.quality, "vocab": tokenizer.vocab.size}
+    symbol tokens of `images` in length buckets, or loaded from `run/symbols`. Every position also reads its grammar
+    state and block (`SymbolGrammar.walk`, the model's `state_sizes`). Returns the model and its training seconds."""
+    tokens, grammar = tokenizer.encode(images), tokenizer.grammar
+    states = grammar.walk(tokens)[:, :-1]   # the positions that read the class token and tokens[:, :-1]
+    cfg = prior_config(b, tokenizer.vocab.size, tokens.shape[1] + margin + 1, rope="1d", grid=(), state_sizes=grammar.state_sizes)
+    recipe = {**b.recipe(*MODEL_FIELDS, slow=True), "quality": tokenizer.quality, "vocab": tokenizer.vocab.size,
+              "states": list(grammar.state_sizes), "dc": "values, first"}
     return train_or_load(run / "symbols", lambda: Transformer(cfg), lambda m: train_next_token(
         m, tokens, labels, steps=b.train_steps(slow=True), batch_size=b.batch // 2, lr=2e-3, pad_token=tokenizer.vocab.pad,
-        desc="train symbol LM", cpu_bf16=b.cpu_bf16, bucket_by_length=True), load_transformer, device, recipe)
+        desc="train symbol LM", cpu_bf16=b.cpu_bf16, bucket_by_length=True, states=states), load_transformer, device, recipe)
 
 # %% ../nbs/31_codec_symbols.ipynb #0633e98c
-SYMBOLS_SAMPLER = dict(cfg_scale=3.0)  # the sweep above: no scale reaches 95%, and cfg 3 is the most accurate (25.9%)
+SYMBOLS_SAMPLER = dict(cfg_scale=3.0, top_p=0.6)  # the sweep above: cfg 3 and 2 reach 95%, cfg 3 has the lower FID (4.23)
 
 def fit_symbols(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: the symbol LM on quality-25 JPEG symbols of the augmented digits; `SYMBOLS_SAMPLER`."
     tokenizer = SymbolTokenizer(25)
     lm, secs = train_symbol_lm(b, tokenizer, data.xaug, data.yaug, run, device)
     return Contender(lambda y, g: sample_symbols(lm, y, tokenizer, lm.config.max_seq_len - 1, generator=g, **SYMBOLS_SAMPLER)[0],
-                     lm, [lm], secs, f"JPEG symbols until STOP, cfg {SYMBOLS_SAMPLER['cfg_scale']:g}")
+                     lm, [lm], secs, f"JPEG symbols until STOP, cfg {SYMBOLS_SAMPLER['cfg_scale']:g}, top-p {SYMBOLS_SAMPLER['top_p']:g}")

@@ -187,6 +187,8 @@ class TransformerConfig(Config):
     dropout: float = 0.0         # attention dropout
     norm_eps: float = 1e-5       # RMSNorm epsilon
     abs_pos: bool = False        # also add a learned absolute position embedding (masked models: RoPE alone is relative)
+    state_sizes: tuple = ()      # per-token states (e.g. a grammar's state, a block index): one learned embedding per axis
+    OFF_IF_MISSING = {"state_sizes": ()}  # checkpoints saved before state_sizes existed read no states
 
     @classmethod
     def smoke(cls, **kw): return cls(**{"d_model": 64, "n_layers": 2, "n_heads": 4, **kw})
@@ -204,6 +206,8 @@ class TransformerConfig(Config):
             raise InputError(f"rope: expected '1d', '2d' or 'none', got {self.rope!r}")
         if self.rope == "2d" and len(self.grid) != 2:
             raise InputError(f"grid: rope='2d' needs grid=(h, w), got {self.grid!r}")
+        if not all(isinstance(n, int) and n >= 1 for n in self.state_sizes):
+            raise InputError(f"state_sizes: expected positive ints (one per state axis), got {self.state_sizes!r}")
         if self.vocab_size < 0 or self.n_classes < 0:
             raise InputError(f"vocab_size/n_classes: expected >= 0, got {self.vocab_size}/{self.n_classes}")
 
@@ -228,6 +232,7 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(c.d_model, c.norm_eps)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False) if c.vocab_size else None
         self.pos_emb = nn.Embedding(c.max_seq_len, c.d_model) if c.abs_pos else None
+        self.state_embs = nn.ModuleList(nn.Embedding(n, c.d_model) for n in c.state_sizes)
         self.register_buffer("positions", self.default_positions(), persistent=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
@@ -259,10 +264,11 @@ class Transformer(nn.Module):
     def forward(self, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
                 embeds: torch.Tensor | None = None, mask="causal", block_sizes=None,
                 cache: KVCache | None = None, positions: torch.Tensor | None = None,
-                return_hidden: bool = False) -> torch.Tensor:
+                states: torch.Tensor | None = None, return_hidden: bool = False) -> torch.Tensor:
         """Logits (B, L, vocab), or hidden states (B, L, d) with `return_hidden`, for `tokens` (B, T) or `embeds`
         (B, T, d); L = T + 1 at the start of a sequence (class token first), else T. `positions` (max_len, axes)
-        replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool."""
+        replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool.
+        `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`."""
         x = self.embed_inputs(tokens, embeds)
         start = cache.length if cache is not None else 0
         if start == 0: x = torch.cat([self.class_tokens(labels, x.shape[0]).to(x.dtype), x], dim=1)
@@ -274,6 +280,7 @@ class Transformer(nn.Module):
         if len(pos) < T:
             raise InputError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
         if self.pos_emb is not None: x = x + self.pos_emb.weight[start:start + T].to(x.dtype)
+        if states is not None or self.state_embs: x = x + self.embed_states(states, B, T).to(x.dtype)
         angles = rope_angles(pos, self.config.head_dim, self.config.rope_base)
         if self.config.rope == "none": angles = torch.zeros_like(angles)
         rot = (angles.cos(), angles.sin())  # computed once, used by every layer
@@ -283,6 +290,17 @@ class Transformer(nn.Module):
         x = self.norm(x)
         if return_hidden or self.head is None: return x
         return self.head(x)
+
+    def embed_states(self, states, B: int, T: int) -> torch.Tensor:
+        "The sum of each position's state embeddings (B, T, d); `states` (B, T, axes) holds one id per `state_sizes` axis."
+        sizes = self.config.state_sizes
+        if not sizes: raise InputError("states: this model has no state embeddings (state_sizes=())")
+        if states is None: raise InputError(f"states: this model embeds per-token states; pass states (B, L, {len(sizes)})")
+        check_tensor(states, "states", ndim=3, kind="int")
+        if tuple(states.shape) != (B, T, len(sizes)): raise InputError(f"states: expected {(B, T, len(sizes))}, got {tuple(states.shape)}")
+        states = states.to(self.state_embs[0].weight.device)
+        for a, n in enumerate(sizes): check_ids(states[..., a], f"states[..., {a}]", n)
+        return sum(emb(states[..., a]) for a, emb in enumerate(self.state_embs))
 
     def embed_inputs(self, tokens, embeds) -> torch.Tensor:
         "Input vectors (B, T, d) from token ids or given embeddings (exactly one of the two)."
@@ -368,13 +386,15 @@ CACHE_KINDS = ("static", "growing", "none")
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
              generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static",
-             logit_bias: torch.Tensor | None = None, constrain=None) -> torch.Tensor:
+             logit_bias: torch.Tensor | None = None, constrain=None, states=None) -> torch.Tensor:
     """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
     With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
     'static' (preallocated KVCache), 'growing' (GrowingKVCache) or 'none' (every step re-reads the whole prefix).
     `logit_bias` (B, vocab) is added to every step's (guided) logits, e.g. a watermark's green-list bias.
     `constrain(tokens)` gets the tokens drawn so far (B, i) and returns a bool mask (B, vocab) of the tokens allowed
-    next (a grammar); the others get probability zero."""
+    next (a grammar); the others get probability zero. For a model with `state_sizes`, `states(tokens)` gets the
+    tokens drawn so far (B, i) and returns the state ids (B, axes) of the position that reads the last of them (i = 0:
+    the class token's)."""
     check_number(n_tokens, "n_tokens", low=1, integer=True)
     if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
@@ -388,6 +408,9 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     B = len(labels) if labels is not None else batch_size
     if logit_bias is not None and (len(logit_bias) != B or not torch.isfinite(logit_bias).all()):
         raise InputError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
+    if (states is None) != (not c.state_sizes):
+        raise InputError("states: pass states= exactly when the model has state_sizes "
+                         f"(it has {c.state_sizes!r}; states is {'None' if states is None else 'given'})")
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     lab = cfg.labels
@@ -395,8 +418,13 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
           "none": lambda: None}[cache]()
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     done = torch.zeros(B, dtype=torch.bool, device=dev)
+    hist = torch.zeros(B, n_tokens + 1, len(c.state_sizes), dtype=torch.long, device=dev)  # every position's states
+    def read(i) -> dict:  # the states of the positions the model reads next (all of them without a cache), as kwargs
+        if states is None: return {}  # (a model class without states takes no `states` argument)
+        hist[:, i] = states(out[:, :i]).to(dev)
+        return {"states": cfg.double(hist[:, i:i + 1] if kv is not None else hist[:, :i + 1])}
     with eval_mode(model):
-        logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=kv)[:, -1]
+        logits = model(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=kv, **read(0))[:, -1]
         for i in range(n_tokens):
             step = cfg.mix(logits)
             if logit_bias is not None: step = step + logit_bias
@@ -408,14 +436,15 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
                 if done.all(): out = out[:, :i + 1]; break
             if i + 1 < n_tokens:
                 nxt = cfg.double(out[:, i:i + 1] if kv is not None else out[:, :i + 1])  # no cache: the whole prefix
-                logits = (model(nxt, cache=kv) if kv is not None else model(nxt, lab))[:, -1]
+                logits = (model(nxt, cache=kv, **read(i + 1)) if kv is not None else model(nxt, lab, **read(i + 1)))[:, -1]
     return out
 
 # %% ../nbs/02_transformer.ipynb #f17a751f
 @torch.no_grad()
 def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500,
-                    pad_token: int | None = None) -> float:
-    "Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted."
+                    pad_token: int | None = None, states: torch.Tensor | None = None) -> float:
+    """Mean negative log-likelihood of `tokens` (B, T) in bits per token under teacher forcing; `pad_token`s not counted.
+    `states` (B, T, axes): the state ids of the positions that read the class token and `tokens[:, :-1]`."""
     check_tensor(tokens, "tokens", ndim=2, kind="int", nonempty=True); check_number(batch_size, "batch_size", low=1, integer=True)
     if pad_token is not None and (tokens == pad_token).all(): raise InputError(f"tokens: every position is pad_token {pad_token}")
     dev, total, ignore = next(model.parameters()).device, 0.0, -100 if pad_token is None else pad_token
@@ -423,7 +452,8 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
         for i in range(0, len(tokens), batch_size):
             x = tokens[i:i + batch_size].to(dev)
             lab = labels[i:i + batch_size].to(dev) if labels is not None else None
-            with autocast(dev): logits = model(x[:, :-1], lab)
+            st = {"states": states[i:i + batch_size]} if states is not None else {}   # other model classes take none
+            with autocast(dev): logits = model(x[:, :-1], lab, **st)
             total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
     return total / (tokens != ignore).sum().item() / math.log(2)
 
@@ -469,10 +499,12 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
                      seed: int = 0, desc: str = "train", pad_token: int | None = None, cpu_bf16: bool = False,
-                     bucket_by_length: bool = False) -> list[float]:
+                     bucket_by_length: bool = False, states: torch.Tensor | None = None) -> list[float]:
     """Teacher-forced next-token training on `tokens` (B, T) with `train_on_tokens`; returns bits/token per step.
     Positions holding `pad_token` (variable-length sequences padded to T) do not count in the loss;
-    `bucket_by_length` batches sequences of similar length and drops their trailing padding (the same loss, less work)."""
+    `bucket_by_length` batches sequences of similar length and drops their trailing padding (the same loss, less work).
+    `states` (B, T, axes): the state ids of the positions that read the class token and `tokens[:, :-1]`, for a model
+    with `state_sizes`; they travel with the tokens, packed as extra channels (B, T, 1 + axes)."""
     if pad_token is not None: check_number(pad_token, "pad_token", low=0, high=model.config.vocab_size - 1, integer=True)
     if bucket_by_length and pad_token is None: raise InputError("bucket_by_length: needs pad_token, to know each sequence's length")
     if bucket_by_length:
@@ -481,8 +513,13 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
         if empty: raise InputError(f"tokens: rows {empty[:5]} hold only pad_token {pad_token} (no loss to learn from); drop them")
     lengths = (tokens != pad_token).flip(1).int().argmax(1).neg().add(tokens.shape[1]) if bucket_by_length else None
     ignore = -100 if pad_token is None else pad_token
+    if states is not None:
+        check_tensor(tokens, "tokens", ndim=2, kind="int"); check_tensor(states, "states", ndim=3, kind="int")
+        if states.shape[:2] != tokens.shape: raise InputError(f"states: expected ({len(tokens)}, {tokens.shape[1]}, axes), got {tuple(states.shape)}")
+        tokens = torch.cat([tokens[..., None], states.to(tokens.dtype)], -1)
     def loss_fn(model, xb, yb):
-        logits = model(xb[:, :-1], yb)  # class token + T-1 inputs -> T predictions
+        xb, st = (xb[..., 0], {"states": xb[..., 1:]}) if states is not None else (xb, {})  # other model classes take none
+        logits = model(xb[:, :-1], yb, **st)  # class token + T-1 inputs -> T predictions
         return F.cross_entropy(logits.float().transpose(1, 2), xb, ignore_index=ignore)
     return train_on_tokens(model, tokens, labels, loss_fn, steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16, lengths)
 

@@ -229,12 +229,62 @@ def test_grammar_and_parser_agree():
     tk = SymbolTokenizer(25); v = tk.vocab
     g = SymbolGrammar(v, tk.n_blocks)
     # a ZRL over positions 48..63 ends its block with no EOB: the parser, the decoder and the grammar all accept it
-    row = [v.value(0), v.coef(14, 1), v.coef(15, 1), v.coef(15, 1), v.zrl] + [v.value(0), v.eob] * 15 + [v.stop]
+    row = [v.value(0)] * 16 + [v.coef(14, 1), v.coef(15, 1), v.coef(15, 1), v.zrl] + [v.eob] * 15 + [v.stop]
     assert tokens_to_symbols(row, v, 16)[1] and tk.decode(torch.tensor(row)).status == "clean"
-    walk, ids = g.constraint(), torch.tensor([row])
+    walk, ids = g.follower()[0], torch.tensor([row])
     for i in range(ids.shape[1]): assert walk(ids[:, :i])[0, ids[0, i]], i
-    walk, rows, gen = g.constraint(), torch.empty(200, 0, dtype=torch.long), make_generator(0)
+    walk, rows, gen = g.follower()[0], torch.empty(200, 0, dtype=torch.long), make_generator(0)
     for _ in range(800):   # random walks inside the grammar: every one is well formed and stops after 16 blocks
         rows = torch.cat([rows, torch.multinomial(walk(rows).float(), 1, generator=gen)], 1)
     for r in rows:
         assert tokens_to_symbols(r.tolist(), v, 16)[1] and tk.decode(r).status == "clean"
+
+
+def test_dc_tokens_are_each_blocks_own_dc(digits):
+    tk = SymbolTokenizer(25); v = tk.vocab
+    ids = tk.encode(digits[:200])
+    places = tk.grammar.walk(ids)[:, :-1]                                  # the place of every token
+    for row, place, s in zip(ids, places, jpeg_scans(digits[:200], 25)):
+        dc_tokens = row[place[:, 0] == 0]                                  # the tokens that go at a block's DC
+        dc = block_coefficients(scan_symbols(s, tk.tables))[:, 0, 0]
+        assert [v.kind(int(t)) for t in dc_tokens] == [("value", int(d)) for d in dc]
+    flat = torch.tensor([v.value(5), v.eob, v.stop])                       # one DC written, the rest missing:
+    img = tk.decode(flat).image                                            # they repeat it, so all 16 blocks are flat
+    assert tk.decode(flat).status == "repaired" and int(img.max()) - int(img.min()) <= 1
+    dcs = ids[:, :tk.n_blocks]                                             # every DC first, then the AC tokens
+    assert all(v.kind(int(t))[0] == "value" for t in dcs.flatten()) and (places[:, tk.n_blocks:, 0] != 0).all()
+    sketch = [v.value(40 * (b % 2) - 20) for b in range(tk.n_blocks)]     # DCs alone, cut before any AC token:
+    img = tk.decode(torch.tensor(sketch)).image.float()                    # a 4x4 sketch of flat blocks, kept
+    assert img[0, :8, :8].mean() < 100 < img[0, :8, 8:16].mean()
+
+
+def test_walk_and_follower_agree_and_refuse_skips():
+    tk = SymbolTokenizer(25); g = tk.grammar
+    assert g is tk.grammar and g.state_sizes == (g.end_state + 1, tk.n_blocks + 1)
+    constrain, states = g.follower()
+    rows, seen, gen = torch.empty(50, 0, dtype=torch.long), [], make_generator(1)
+    for _ in range(300):   # random rows, half inside the grammar and half anything: both followed alike
+        seen.append(states(rows))
+        free = torch.randint(0, tk.vocab.size, (50, 1), generator=gen)
+        inside = torch.multinomial(constrain(rows).float(), 1, generator=gen)
+        rows = torch.cat([rows, torch.where(torch.arange(50)[:, None] < 25, inside, free)], 1)
+    seen.append(states(rows))
+    assert torch.equal(torch.stack(seen, 1), g.walk(rows))
+    assert (g.walk(rows)[:, :, 1] <= tk.n_blocks).all()
+    with pytest.raises(InputError, match="one new token per call"): states(rows[:, :5])
+    with pytest.raises(InputError, match="tokens"): g.walk(torch.full((2, 3), tk.vocab.size))
+
+
+def test_a_model_that_reads_places_trains_and_samples(digits):
+    tk = SymbolTokenizer(25)
+    ids = tk.encode(digits[:64]); T = ids.shape[1]
+    lm = Transformer(TransformerConfig(vocab_size=tk.vocab.size, d_model=32, n_layers=1, n_heads=2, max_seq_len=T + 1,
+                                       state_sizes=tk.grammar.state_sizes))
+    places = tk.grammar.walk(ids)[:, :-1]
+    bits = train_next_token(lm, ids, torch.zeros(64, dtype=torch.long), steps=30, batch_size=16, lr=3e-3,
+                            pad_token=tk.vocab.pad, bucket_by_length=True, states=places)
+    assert bits[-1] < bits[0]
+    a = sample_symbols(lm.eval(), torch.arange(3), tk, T, cfg_scale=2.0, generator=make_generator(0))
+    b = sample_symbols(lm, torch.arange(3), tk, T, cfg_scale=2.0, generator=make_generator(0))
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    with pytest.raises(InputError, match="states"): lm(ids[:2, :-1])   # a model that reads places needs them

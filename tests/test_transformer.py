@@ -1,6 +1,7 @@
+import json
 import pytest
 import torch
-from argen_lit.core import load_checkpoint, make_generator, save_checkpoint
+from argen_lit.core import load_checkpoint, load_model, make_generator, save_checkpoint
 from argen_lit.transformer import (Transformer, TransformerConfig, apply_rope, attention_mask, cfg_logits,
                                    filter_logits, generate, next_token_bits, rope_angles, sample_logits,
                                    train_next_token)
@@ -281,3 +282,70 @@ def test_pad_token_is_left_out_of_the_loss():
     a = next_token_bits(m, seqs, torch.zeros(4, dtype=torch.long))
     b = next_token_bits(m, padded, torch.zeros(4, dtype=torch.long), pad_token=V - 1)
     assert abs(a - b) < 1e-5                                     # the padded tail changes nothing
+
+
+def prefix_states(seqs: torch.Tensor) -> torch.Tensor:
+    "Toy per-token states (B, T + 1, 2) of every prefix: (zeros seen so far, capped at 4; the last token mod 3)."
+    zeros = torch.cat([torch.zeros(len(seqs), 1, dtype=torch.long), (seqs == 0).long().cumsum(1)], 1).clamp(max=4)
+    last = torch.cat([torch.zeros(len(seqs), 1, dtype=torch.long), seqs % 3], 1)
+    return torch.stack([zeros, last], -1)
+
+
+def test_per_token_states_are_read_causally_and_cached_decoding_equals_full_forward():
+    m, x, y = model(state_sizes=(5, 3)), tokens(), torch.tensor([1, 2])
+    st = prefix_states(x)[:, :-1]                                # the positions that read the class token and x[:, :-1]
+    base = m(x[:, :-1], y, states=st)
+    other = st.clone(); other[:, 10:, 0] = (other[:, 10:, 0] + 1) % 5
+    moved = m(x[:, :-1], y, states=other)
+    torch.testing.assert_close(moved[:, :10], base[:, :10], atol=1e-6, rtol=0)   # later states leave earlier logits alone
+    assert (moved[:, 10:] - base[:, 10:]).abs().amax() > 1e-3                   # and do change their own positions
+    follow = lambda seq: prefix_states(seq)[:, -1]              # generate's hook: the state after the tokens so far
+    outs = [generate(m, 12, y, cfg_scale=2.0, generator=make_generator(3), cache=c, states=follow) for c in ("static", "growing", "none")]
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+    greedy = generate(m, 10, y, temperature=0, states=follow)   # the cache path equals teacher forcing on its own output
+    assert torch.equal(m(greedy[:, :-1], y, states=prefix_states(greedy)[:, :-1]).argmax(-1), greedy)
+
+
+def test_states_carry_information_the_tokens_do_not():
+    g = make_generator(0)
+    keys = torch.randint(0, 5, (96,), generator=g)               # a per-row key that only the states hold
+    seqs = torch.randint(5, V, (96, 12), generator=g)
+    seqs[:, 1::2] = keys[:, None]                               # every other token is the key
+    st = torch.stack([keys[:, None].expand(-1, 12), torch.zeros(96, 12, dtype=torch.long)], -1)
+    labels = torch.zeros(96, dtype=torch.long)
+    with_states = model(state_sizes=(5, 1)).train()
+    train_next_token(with_states, seqs, labels, steps=80, batch_size=32, lr=3e-3, states=st)
+    without = model().train()
+    train_next_token(without, seqs, labels, steps=80, batch_size=32, lr=3e-3)
+    # the key costs log2(5) = 2.3 bits at its first appearance without states, and nothing with them
+    assert next_token_bits(with_states, seqs, labels, states=st) + 0.1 < next_token_bits(without, seqs, labels)
+
+
+def test_states_bad_input_gets_clear_errors():
+    m, x, y = model(state_sizes=(5, 3)), tokens(), torch.tensor([1, 2])
+    st = prefix_states(x)[:, :-1]
+    with pytest.raises(ValueError, match="states"): m(x[:, :-1], y)                          # forgotten
+    with pytest.raises(ValueError, match="states"): m(x[:, :-1], y, states=st[:, :-1])       # one position short
+    with pytest.raises(ValueError, match=r"states\[\.\.\., 1\]"): m(x[:, :-1], y, states=st + torch.tensor([0, 3]))  # past axis 1's size
+    with pytest.raises(ValueError, match="state_sizes"): model()(x, y, states=st)            # a model without states
+    with pytest.raises(ValueError, match="states"): generate(m, 5, y)
+    with pytest.raises(ValueError, match="states"): generate(model(), 5, y, states=lambda s: prefix_states(s)[:, -1])
+    with pytest.raises(ValueError, match="states"): train_next_token(m.train(), x, y, steps=1, states=st[:, :5])
+    with pytest.raises(ValueError, match="state_sizes"): TransformerConfig(state_sizes=(4, 0))
+
+
+def test_checkpoints_saved_before_state_sizes_load_without_states_and_other_gaps_are_refused(tmp_path):
+    m = model()
+    save_checkpoint(m, tmp_path / "m")
+    cfg_file = tmp_path / "m" / "config.json"
+    rec = json.loads(cfg_file.read_text())
+    del rec["config"]["state_sizes"]                             # as written before the field existed
+    cfg_file.write_text(json.dumps(rec))
+    old = load_model(Transformer, TransformerConfig, tmp_path / "m")
+    assert old.config.state_sizes == () and old.config == m.config
+    x, y = tokens(), torch.tensor([1, 2])
+    torch.testing.assert_close(old.eval()(x, y), m(x, y))
+    assert TransformerConfig.from_dict({**m.config.to_dict(), "state_sizes": [5, 3]}).state_sizes == (5, 3)
+    rec["config"].pop("d_model"); cfg_file.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="missing field.*d_model"):   # any other gap is still refused by name
+        load_model(Transformer, TransformerConfig, tmp_path / "m")
