@@ -11,8 +11,8 @@ import argen_lit
 from .core import InputError, InputNotFoundError, atomic_path, check_number, default_device
 
 # %% auto #0
-__all__ = ['course_dir', 'find_notebooks', 'run_notebook', 'record_provenance', 'run_course', 'format_results', 'info',
-           'build_parser', 'main']
+__all__ = ['CELL_TIMEOUT', 'course_dir', 'find_notebooks', 'run_notebook', 'record_provenance', 'run_course', 'format_results',
+           'info', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #39aaffbd
 def course_dir() -> Path:
@@ -80,9 +80,13 @@ def record_provenance(notebook: Path, stem: str, smoke: bool, seconds: float) ->
 
 
 # %% ../nbs/99_cli.ipynb #83e0e434
+CELL_TIMEOUT = {"smoke": 1800, "full": 7200}  # seconds per cell; a full recipe's training cell may train three models
+
 def run_course(names=None, full: bool = False, out_dir: str | Path = "runs/notebooks", in_place: bool = False,
-               timeout: int = 1800) -> list[dict]:
-    "Run notebooks in order, printing a line per notebook and a table at the end; returns one record each."
+               timeout: int | None = None) -> list[dict]:
+    """Run notebooks in order, printing a line per notebook and a table at the end; returns one record each.
+    `timeout`: seconds allowed per cell (default `CELL_TIMEOUT` of the mode)."""
+    timeout = CELL_TIMEOUT["full" if full else "smoke"] if timeout is None else timeout
     check_number(timeout, "timeout", low=1, integer=True)
     if in_place and Path(out_dir) != Path("runs/notebooks"):
         raise InputError("out_dir: --in-place writes over the sources; leave out --out-dir")
@@ -143,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--full", action="store_true", help="the full recipe (SMOKE=False) instead of the smoke run")
     c.add_argument("--out-dir", default="runs/notebooks", help="where executed copies go (default: runs/notebooks)")
     c.add_argument("--in-place", action="store_true", help="write executed notebooks over the sources (to refresh committed outputs)")
-    c.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell")
+    c.add_argument("--timeout", type=int, default=None,
+                   help=f"seconds allowed per cell (default: {CELL_TIMEOUT['smoke']} smoke, {CELL_TIMEOUT['full']} full)")
     lb = sub.add_parser("leaderboard", help="score the shipped models (or train every paradigm under a budget), write one table")
     lb.add_argument("--budget", default="pretrained", choices=("pretrained", "smoke", "quick", "full"),
                     help="pretrained (default): score the shipped full-budget checkpoints, a few minutes; "

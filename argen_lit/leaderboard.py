@@ -22,6 +22,7 @@ from .masked import fit_masked
 from .next_scale import fit_next_scale
 from .pixels import fit_pixels
 from .recipes import Budget, Contender, get_budget, load_data
+from .symbols import fit_symbols
 from .vq import fit_vq
 
 # %% auto #0
@@ -29,7 +30,7 @@ __all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'record_seeds', 'le
            'run_leaderboard', 'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
-PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "next_scale": fit_next_scale,
+PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "symbols": fit_symbols, "next_scale": fit_next_scale,
              "masked": fit_masked, "flow": fit_flow}
 
 # %% ../nbs/90_leaderboard.ipynb #c3bc9802

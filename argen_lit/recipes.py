@@ -34,7 +34,7 @@ class Budget:
     head_width: int = 128     # the flow head's MLP width
     sample_batch: int = 500   # images per sampling call (the images/s column is measured at this batch)
     tok_channels: int = 32    # conv width of the tokenizers
-    slow_steps: int | None = None  # ...unless set: then the steps of the three models that cost 3-6x more per step
+    slow_steps: int | None = None  # ...unless set: then the steps of the four models that cost 3-6x more per step
                                    # (PixelCNN, byte LM, next-scale prior), so a short budget spends its time elsewhere
     cpu_bf16: bool = False    # bf16 autocast on a bf16-capable CPU for the priors it does not hurt (vq, masked, flow, bytes)
     seeds: int = 1            # sampling seeds per paradigm: each draws n_samples, and the table shows mean ± spread

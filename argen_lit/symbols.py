@@ -301,15 +301,20 @@ class SymbolTokenizer:
 def sample_symbols(model: Transformer, labels: torch.Tensor, tokenizer: SymbolTokenizer, max_len: int,
                    cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                    generator: torch.Generator | None = None, batch_size: int = 500,
-                   constrained: bool = False) -> tuple[torch.Tensor, list[str], list[bytes | None]]:
+                   constrained: bool = False, sketch_top_p: float | None = None) -> tuple[torch.Tensor, list[str], list[bytes | None]]:
     """Class-conditional samples written as JPEG symbols until STOP (or `max_len` tokens), then decoded through real
     JPEG files; `constrained`: only tokens the grammar allows at each step (`SymbolGrammar`). A model with
-    `state_sizes` reads each position's grammar state and block (`SymbolGrammar.follower`). Returns uint8 images
+    `state_sizes` reads each position's grammar state and block (`SymbolGrammar.follower`). `sketch_top_p`: the nucleus
+    of the first `n_blocks` tokens (the DC sketch), `top_p` the rest's (default: `top_p` for all). Returns uint8 images
     (B, 1, size, size) — black where undecodable — their statuses and the files."""
     if model.config.vocab_size != tokenizer.vocab.size:
         raise InputError(f"model: vocab_size {model.config.vocab_size}, expected the tokenizer's {tokenizer.vocab.size}")
     check_batching(labels, "labels", batch_size)
     check_number(max_len, "max_len", low=1, high=model.config.max_seq_len - 1, integer=True)
+    if sketch_top_p is not None:  # one nucleus per position: the sketch's, then the details' (None: no nucleus)
+        check_number(sketch_top_p, "sketch_top_p", low=0, low_open=True, high=1)
+        if top_p is not None: check_number(top_p, "top_p", low=0, low_open=True, high=1)
+        top_p = ([sketch_top_p] * tokenizer.n_blocks + [top_p] * max_len)[:max_len]
     rows = []
     for i in range(0, len(labels), batch_size):
         rule, states = tokenizer.grammar.follower()
@@ -405,11 +410,12 @@ def train_symbol_lm(b: Budget, tokenizer: SymbolTokenizer, images: torch.Tensor,
         desc="train symbol LM", cpu_bf16=b.cpu_bf16, bucket_by_length=True, states=states), load_transformer, device, recipe)
 
 # %% ../nbs/31_codec_symbols.ipynb #0633e98c
-SYMBOLS_SAMPLER = dict(cfg_scale=3.0, top_p=0.6)  # the sweep above: cfg 3 and 2 reach 95%, cfg 3 has the lower FID (4.23)
+SYMBOLS_SAMPLER = dict(cfg_scale=3.0, sketch_top_p=0.5, top_p=0.2)  # the split nucleus above, at the leaderboard checkpoint's cfg
 
 def fit_symbols(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: the symbol LM on quality-25 JPEG symbols of the augmented digits; `SYMBOLS_SAMPLER`."
     tokenizer = SymbolTokenizer(25)
     lm, secs = train_symbol_lm(b, tokenizer, data.xaug, data.yaug, run, device)
     return Contender(lambda y, g: sample_symbols(lm, y, tokenizer, lm.config.max_seq_len - 1, generator=g, **SYMBOLS_SAMPLER)[0],
-                     lm, [lm], secs, f"JPEG symbols until STOP, cfg {SYMBOLS_SAMPLER['cfg_scale']:g}, top-p {SYMBOLS_SAMPLER['top_p']:g}")
+                     lm, [lm], secs, f"JPEG symbols until STOP, cfg {SYMBOLS_SAMPLER['cfg_scale']:g}, "
+                     f"top-p {SYMBOLS_SAMPLER['sketch_top_p']:g} sketch, {SYMBOLS_SAMPLER['top_p']:g} details")

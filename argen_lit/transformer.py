@@ -4,8 +4,10 @@
 
 # %% ../nbs/02_transformer.ipynb #8b6900ae
 from __future__ import annotations
-import math
+import math, numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
+import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -382,10 +384,24 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
 # %% ../nbs/02_transformer.ipynb #61704cad
 CACHE_KINDS = ("static", "growing", "none")
 
+def _per_position(value, n: int, name: str, **bounds):
+    """`value` as a function of the position i < n: one number (or None) for every position, or a sequence (list,
+    tuple, 1-D tensor or array) of n of them; each number checked with `bounds` (`check_number`'s)."""
+    if value is None or isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if value is not None: check_number(value, name, **bounds)
+        return lambda i: value
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 1: value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise InputError(f"{name}: expected a number, None, or a sequence of {n} of them, got {type(value).__name__}")
+    if len(value) != n: raise InputError(f"{name}: expected one value per position ({n}), got {len(value)}")
+    for i, v in enumerate(value):
+        if v is not None: check_number(v, f"{name}[{i}]", **bounds)
+    return list(value).__getitem__
+
 @torch.no_grad()
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
-             cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static",
+             cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | Sequence[float | None] | None = None, generator: torch.Generator | None = None, stop_token: int | None = None, cache: str = "static",
              logit_bias: torch.Tensor | None = None, constrain=None, states=None) -> torch.Tensor:
     """Sample (B, n_tokens) token ids in raster order with the KV cache; `labels` (B,) or `batch_size` (unconditional).
     With `stop_token`, a row repeats it once drawn, and sampling ends early when every row has drawn it. `cache`:
@@ -394,8 +410,10 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     `constrain(tokens)` gets the tokens drawn so far (B, i) and returns a bool mask (B, vocab) of the tokens allowed
     next (a grammar); the others get probability zero. For a model with `state_sizes`, `states(tokens)` gets the
     tokens drawn so far (B, i) and returns the state ids (B, axes) of the position that reads the last of them (i = 0:
-    the class token's)."""
+    the class token's). `top_p`: one nucleus for every position, or a sequence of `n_tokens` values, one per position
+    (None: no nucleus there; a sketch drawn wider than its details, say)."""
     check_number(n_tokens, "n_tokens", low=1, integer=True)
+    top_p_at = _per_position(top_p, n_tokens, "top_p", low=0, low_open=True, high=1)
     if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
     if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
         raise InputError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
@@ -429,7 +447,7 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
             step = cfg.mix(logits)
             if logit_bias is not None: step = step + logit_bias
             if constrain is not None: step = step.masked_fill(~constrain(out[:, :i]).to(step.device), float("-inf"))
-            out[:, i] = sample_logits(step, temperature, top_k, top_p, generator)
+            out[:, i] = sample_logits(step, temperature, top_k, top_p_at(i), generator)
             if stop_token is not None:
                 out[done, i] = stop_token
                 done |= out[:, i] == stop_token

@@ -45,3 +45,15 @@ def test_a_failed_in_place_run_leaves_the_source_untouched(tmp_path, monkeypatch
     monkeypatch.setattr("argen_lit.cli.course_dir", lambda: nbs)
     assert main(["course", "--in-place"]) == 1
     assert (nbs / "00_broken.ipynb").read_text() == src and sorted(p.name for p in nbs.iterdir()) == ["00_broken.ipynb"]
+
+
+def test_a_full_run_allows_its_cells_longer(tmp_path, monkeypatch):
+    "A full recipe's training cell may train several models: its cells get CELL_TIMEOUT['full'], smoke cells less."
+    import argen_lit.cli as cli
+    seen = []
+    monkeypatch.setattr(cli, "run_notebook", lambda p, out, smoke, timeout: seen.append((smoke, timeout)) or 1.0)
+    assert main(["course", "00", "--out-dir", str(tmp_path)]) == 0 and main(["course", "00", "--full", "--out-dir", str(tmp_path)]) == 0
+    assert main(["course", "00", "--timeout", "5", "--out-dir", str(tmp_path)]) == 0
+    assert seen == [(True, cli.CELL_TIMEOUT["smoke"]), (False, cli.CELL_TIMEOUT["full"]), (True, 5)]
+    assert cli.CELL_TIMEOUT["full"] > cli.CELL_TIMEOUT["smoke"]
+    with pytest.raises(ValueError, match="timeout"): cli.run_course(["00"], timeout=0)

@@ -93,6 +93,7 @@ def test_every_registered_recipe_returns_a_contender_that_samples(tmp_path):
     b = replace(BUDGETS["smoke"], slow_steps=3, cpu_bf16=True)  # the quick budget's two levers, at smoke sizes
     data = load_data(b)
     notes = {"pixels": "raster, cfg 2", "vq": "raster, KV cache, cfg 3", "bytes": "bytes until EOS (256), cfg 3",
+             "symbols": "JPEG symbols until STOP, cfg 3, top-p 0.5 sketch, 0.2 details",
              "next_scale": "one pass per scale, cfg 3 (ramped), T 0.8, top-p 0.7", "masked": "MaskGIT, 12 steps, cfg 3, noise 2",
              "flow": "raster, DiSA 32->2 Euler steps (536 head evaluations), T 0.9, cfg 3"}
     assert set(PARADIGMS) == set(notes)
@@ -103,5 +104,5 @@ def test_every_registered_recipe_returns_a_contender_that_samples(tmp_path):
         assert imgs.dtype == torch.uint8 and imgs.shape == (2, 1, 28, 28), name
         assert (c.bits_per_dim is not None) == (name == "pixels"), name
     steps = {folder: read_meta(tmp_path / folder)["recipe"]["steps"] for folder in
-             ("pixels", "bytes", "next_scale_prior", "vq_prior", "masked_prior", "flow_prior")}
-    assert steps == {"pixels": 3, "bytes": 3, "next_scale_prior": 3, "vq_prior": 5, "masked_prior": 5, "flow_prior": 5}
+             ("pixels", "bytes", "symbols", "next_scale_prior", "vq_prior", "masked_prior", "flow_prior")}
+    assert steps == {"pixels": 3, "bytes": 3, "symbols": 3, "next_scale_prior": 3, "vq_prior": 5, "masked_prior": 5, "flow_prior": 5}

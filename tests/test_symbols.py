@@ -176,6 +176,23 @@ def test_sample_symbols_is_seeded_and_checks_the_model():
     with pytest.raises(InputError, match="max_len"): sample_symbols(lm, torch.arange(2), tk, 40)
 
 
+def test_sketch_nucleus_covers_the_dc_tokens_only(monkeypatch):
+    "sketch_top_p is the nucleus of the first n_blocks tokens (the DC sketch), top_p the rest's, cut to max_len."
+    import argen_lit.symbols as S
+    tk = SymbolTokenizer(25)
+    lm = Transformer(TransformerConfig(vocab_size=tk.vocab.size, d_model=32, n_layers=1, n_heads=2, max_seq_len=40)).eval()
+    seen, real = [], S.generate
+    monkeypatch.setattr(S, "generate", lambda *a, **kw: seen.append(kw["top_p"]) or real(*a, **kw))
+    sample_symbols(lm, torch.arange(2), tk, 39, top_p=0.2, sketch_top_p=0.5, generator=make_generator(0))
+    sample_symbols(lm, torch.arange(2), tk, 10, sketch_top_p=0.5, generator=make_generator(0))
+    sample_symbols(lm, torch.arange(2), tk, 39, top_p=0.2, generator=make_generator(0))
+    sample_symbols(lm, torch.arange(2), tk, 39, sketch_top_p=0.5, generator=make_generator(0))
+    assert seen[0] == [0.5] * tk.n_blocks + [0.2] * (39 - tk.n_blocks) and seen[1] == [0.5] * 10 and seen[2] == 0.2
+    assert seen[3] == [0.5] * tk.n_blocks + [None] * (39 - tk.n_blocks)   # details without a nucleus
+    with pytest.raises(InputError, match="sketch_top_p"): sample_symbols(lm, torch.arange(2), tk, 39, sketch_top_p=0.0)
+    with pytest.raises(InputError, match="top_p"): sample_symbols(lm, torch.arange(2), tk, 39, top_p=[0.2], sketch_top_p=0.5)
+
+
 def test_length_batches_cut_padding_and_keep_the_loss():
     g = make_generator(0)
     lens = torch.randint(1, 30, (64,), generator=g)

@@ -1,7 +1,7 @@
 import json
 import pytest
 import torch
-from argen_lit.core import load_checkpoint, load_model, make_generator, save_checkpoint
+from argen_lit.core import InputError, load_checkpoint, load_model, make_generator, save_checkpoint
 from argen_lit.transformer import (Transformer, TransformerConfig, apply_rope, attention_mask, cfg_logits,
                                    filter_logits, generate, next_token_bits, rope_angles, sample_logits,
                                    train_next_token)
@@ -168,6 +168,24 @@ def test_sampling_filters_and_cfg_convention():
     assert (draws == 0).all()
     cond, unc = torch.tensor([2.0]), torch.tensor([1.0])
     assert cfg_logits(cond, unc, 1.0) == cond and cfg_logits(cond, unc, 0.0) == unc and cfg_logits(cond, unc, 3.0) == 4.0
+
+
+def test_top_p_per_position():
+    "A sequence of nuclei gives each position its own: a tiny one makes its position greedy, the others still vary."
+    m, y = model(), torch.zeros(64, dtype=torch.long)   # one label: every row draws from the same distributions
+    assert torch.equal(generate(m, 6, y, top_p=0.7, generator=make_generator(0)),
+                       generate(m, 6, y, top_p=[0.7] * 6, generator=make_generator(0)))
+    out = generate(m, 6, y, top_p=[1e-6, 1.0, 1.0, 1e-6, 1.0, 1.0], generator=make_generator(0))
+    first = out[:, 0]
+    assert (first == first[0]).all() and len(out[:, 1].unique()) > 1   # greedy at 0; at 1 the whole distribution
+    assert torch.equal(generate(m, 6, y, generator=make_generator(1)),   # None: no nucleus at that position
+                       generate(m, 6, y, top_p=[None] * 6, generator=make_generator(1)))
+    assert torch.equal(generate(m, 6, y, top_p=0.7, generator=make_generator(0)),
+                       generate(m, 6, y, top_p=torch.full((6,), 0.7), generator=make_generator(0)))
+    for bad, match in (([0.5] * 5, "one value per position"), ([0.5] * 5 + [1.5], r"top_p\[5\]: .*<= 1"),
+                       ("0.5", "a sequence of 6"), (iter([0.5] * 6), "a sequence of 6"), ([0.5] * 5 + [True], r"top_p\[5\]"),
+                       (1.5, "top_p: .*<= 1")):
+        with pytest.raises(InputError, match=match): generate(m, 6, y, top_p=bad)
 
 
 def test_checkpoint_round_trip_gives_identical_samples(tmp_path):
