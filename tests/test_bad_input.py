@@ -37,6 +37,7 @@ MASKED = T.Transformer(T.TransformerConfig.smoke(vocab_size=17, max_seq_len=10, 
 BYTES = T.Transformer(T.TransformerConfig.smoke(vocab_size=C.BYTE_VOCAB, max_seq_len=12))
 TOK = V.Tokenizer(V.TokenizerConfig.smoke(fsq_levels=(4, 4), image_size=8))
 PIX = P.GatedPixelCNN(P.PixelCNNConfig.smoke(image_size=8))
+PIXT = P.PixelTransformer(P.PixelTransformerConfig.smoke(grid=(8, 8), max_seq_len=65))
 MST = NS.MultiScaleTokenizer(NS.MultiScaleConfig.smoke(scales=(1, 2), n_codes=16, image_size=8))
 LAT = FH.LatentTokenizer(FH.LatentConfig.smoke(image_size=8))
 FLOW = FH.FlowPrior(FH.FlowPriorConfig(backbone=T.TransformerConfig.smoke(vocab_size=0, max_seq_len=5).to_dict(),
@@ -157,6 +158,16 @@ ERRORS = [
     ("pixels", lambda tmp: P.PixelCNNConfig(kernel=4), "kernel"),
     ("pixels", lambda tmp: P.dataset_bits_per_dim(PIX, IMG8, LAB, batch_size=0), "batch_size"),
     ("pixels", lambda tmp: P.train_pixelcnn(PIX, IMG8, LAB, steps=1, batch_size=2, label_dropout=1.5), "label_dropout"),
+    ("pixels", lambda tmp: P.PixelTransformerConfig(grid=(8, 8)), "grid"),
+    ("pixels", lambda tmp: P.PixelTransformerConfig(vocab_size=16), "vocab_size"),
+    ("pixels", lambda tmp: P.PixelTransformer(P.PixelCNNConfig()), "config"),
+    ("pixels", lambda tmp: PIXT.nll(IMG8.float(), LAB), "images"),
+    ("pixels", lambda tmp: PIXT.nll(IMG8, LAB + 20), "labels"),
+    ("pixels", lambda tmp: P.sample_raster(PIX, LAB), "model"),
+    ("pixels", lambda tmp: P.sample_raster(PIXT, LAB, temperature=NAN), "temperature"),
+    ("pixels", lambda tmp: P.logistic_mixture_log_prob(torch.zeros(2, 4), LAB), "params"),
+    ("pixels", lambda tmp: P.logistic_mixture_log_prob(torch.zeros(2, 3), torch.tensor([0, 256])), "values"),
+    ("pixels", lambda tmp: P.train_long_recipe(tmp / "long", steps=0), "steps"),
     # vq
     ("vq", lambda tmp: V.sample_images(TOK, PRIOR, EMPTY), "labels"),
     ("vq", lambda tmp: V.sample_images(TOK, PRIOR, LAB, batch_size=0), "batch_size"),
