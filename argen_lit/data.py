@@ -17,7 +17,7 @@ from .core import (InputError, InputNotFoundError, InputTypeError, check_ids, ch
 # %% auto #0
 __all__ = ['SPLITS', 'TRAIN_PER_CLASS', 'TEST_PER_CLASS', 'IMAGE_SUFFIXES', 'TORCHVISION_SETS', 'DATASETS', 'load_mnist5k',
            'image_grid', 'show_grid', 'load_digits8', 'load_image_folder', 'load_torchvision', 'random_affine',
-           'augment_digits', 'TensorImages', 'make_loader', 'endless', 'load_dataset', 'jpeg_bytes']
+           'shift_pixels', 'augment_digits', 'TensorImages', 'make_loader', 'endless', 'load_dataset', 'jpeg_bytes']
 
 # %% ../nbs/01_data.ipynb #c395289f
 SPLITS = ("train", "test", "all")
@@ -180,13 +180,30 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rot: float = 0.2,
     return F.grid_sample(x, grid, align_corners=False)
 
 
-def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    "The uint8 `images` followed by `copies - 1` randomly rotated, scaled and shifted versions, with their labels."
+def shift_pixels(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
+    "Each image (B, C, H, W) moved by a random whole number of pixels (up to `max_shift` each way), zero-filled."
+    check_tensor(x, "x", ndim=4); check_number(max_shift, "max_shift", low=0, integer=True)
+    n, _, h, w = x.shape; k = 2 * max_shift + 1
+    offsets = torch.randint(0, k, (n, 2), generator=generator).to(x.device)
+    padded, out = F.pad(x, (max_shift,) * 4), torch.empty_like(x)
+    for a in range(k):
+        for b in range(k):
+            rows = (offsets[:, 0] == a) & (offsets[:, 1] == b)
+            out[rows] = padded[rows, :, a:a + h, b:b + w]
+    return out
+
+def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed: int = 0,
+                   warp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The uint8 `images` followed by `copies - 1` randomly rotated, scaled and shifted versions, with their labels.
+    `warp=False`: whole-pixel shifts only, so every copy keeps the exact intensities of a real digit (what a pixel
+    likelihood is scored on; interpolation would fill its edges with grey levels the test digits do not have)."""
     check_number(copies, "copies", low=1, integer=True)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         raise InputTypeError(f"images: expected a uint8 tensor (0..255), got {getattr(images, 'dtype', type(images).__name__)}")
     if len(labels) != len(images): raise InputError(f"labels: {len(labels)} labels for {len(images)} images")
     g = make_generator(seed)
+    if not isinstance(warp, bool): raise InputTypeError(f"warp: expected True or False, got {warp!r}")
+    if not warp: return torch.cat([images, *[shift_pixels(images, g) for _ in range(copies - 1)]]), labels.repeat(copies)
     extra = [random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8) for _ in range(copies - 1)]
     return torch.cat([images, *extra]), labels.repeat(copies)
 

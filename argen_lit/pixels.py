@@ -265,6 +265,8 @@ class PixelTransformerConfig(TransformerConfig):
     grid: tuple = (28, 28)
     label_dropout: float = 0.0    # train_pixelcnn drops labels to the null class itself, as for the Gated PixelCNN
     n_mixtures: int = 5           # logistic components per pixel (PixelCNN++'s head); 0: a 256-way softmax head
+    class_every_position: bool = True  # the class reaches every pixel's input, not only through one token of 785
+    OFF_IF_MISSING = {**TransformerConfig.OFF_IF_MISSING, "class_every_position": False}
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_mixtures", low=0)
         if self.vocab_size != 256: raise InputError(f"vocab_size: a pixel is one of 256 intensities, got {self.vocab_size}")
@@ -326,7 +328,8 @@ def sample_raster(model: PixelTransformer, labels: torch.Tensor, temperature: fl
     return ids.to(torch.uint8).view(len(labels), 1, h, w)
 
 # %% ../nbs/10_pixels.ipynb #929c1ffa
-LONG_RECIPE = dict(d_model=96, n_layers=3, n_heads=4, n_mixtures=5, steps=1500, batch_size=32, lr=2e-3, aug_copies=8)  # the in-notebook model, 2.7x the steps
+LONG_RECIPE = dict(d_model=96, n_layers=3, n_heads=4, n_mixtures=5, steps=1500, batch_size=32, lr=2e-3, aug_copies=8,
+                   warp=False)  # the in-notebook model and data, 2.7x the steps
 LONG_RECIPE_DIR = Path(str(resources.files("argen_lit") / "assets" / "long_recipes" / "pixel_transformer"))  # ships with the package
 
 def load_pixel_transformer(directory: str | Path = LONG_RECIPE_DIR, device=None) -> PixelTransformer:
@@ -339,7 +342,7 @@ def train_long_recipe(directory: str | Path, steps: int | None = None, device=No
     r = {**LONG_RECIPE, **({} if steps is None else {"steps": check_number(steps, "steps", low=1, integer=True)})}
     dev = default_device(device)
     xtr, ytr = load_mnist5k("train")
-    xa, ya = augment_digits(xtr, ytr, copies=r["aug_copies"])
+    xa, ya = augment_digits(xtr, ytr, copies=r["aug_copies"], warp=r["warp"])
     seed_everything(0)
     model = PixelTransformer(pixel_transformer_config(r["d_model"], r["n_layers"], r["n_heads"], r["n_mixtures"])).to(dev)
     t0 = time.time()

@@ -109,6 +109,7 @@ class KVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.length, self.max_len, self.batch_size = 0, max_len, batch_size
+        self.class_vectors = None  # the rows' class embeddings (B, 1, d), for a model that adds them at every position
 
     def check_room(self, batch_size: int, n_new: int) -> None:
         if batch_size != self.batch_size:
@@ -132,6 +133,7 @@ class GrowingKVCache(KVCache):
     "The textbook cache, for comparison: each step concatenates its keys/values onto new tensors; no size limit."
     def __init__(self, batch_size: int):
         self.k, self.v, self.length, self.max_len, self.batch_size = {}, {}, 0, float("inf"), batch_size
+        self.class_vectors = None
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if layer in self.k: k, v = torch.cat([self.k[layer], k], 2), torch.cat([self.v[layer], v], 2)
@@ -190,7 +192,8 @@ class TransformerConfig(Config):
     norm_eps: float = 1e-5       # RMSNorm epsilon
     abs_pos: bool = False        # also add a learned absolute position embedding (masked models: RoPE alone is relative)
     state_sizes: tuple = ()      # per-token states (e.g. a grammar's state, a block index): one learned embedding per axis
-    OFF_IF_MISSING = {"state_sizes": ()}  # checkpoints saved before state_sizes existed read no states
+    class_every_position: bool = False  # also add the class embedding to every position's input (a path that long sequences do not dilute)
+    OFF_IF_MISSING = {"state_sizes": (), "class_every_position": False}  # checkpoints saved before these existed: off
 
     @classmethod
     def smoke(cls, **kw): return cls(**{"d_model": 64, "n_layers": 2, "n_heads": 4, **kw})
@@ -273,9 +276,16 @@ class Transformer(nn.Module):
         `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`."""
         x = self.embed_inputs(tokens, embeds)
         start = cache.length if cache is not None else 0
-        if start == 0: x = torch.cat([self.class_tokens(labels, x.shape[0]).to(x.dtype), x], dim=1)
+        if start == 0:
+            classes = self.class_tokens(labels, x.shape[0]).to(x.dtype)
+            if cache is not None: cache.class_vectors = classes  # later chunks bring no labels
+            if self.config.class_every_position: x = x + classes
+            x = torch.cat([classes, x], dim=1)
         elif labels is not None:
             raise InputError("labels: the class token is the first position; pass labels with the first chunk only")
+        elif self.config.class_every_position:
+            if cache.class_vectors is None: raise InputError("cache: it holds no class vectors; start it with the class token")
+            x = x + cache.class_vectors.to(x.dtype)
         B, T, _ = x.shape
         if cache is not None: cache.check_room(B, T)
         pos = self.positions[start:start + T] if positions is None else positions[start:start + T].to(x.device)

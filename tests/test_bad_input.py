@@ -102,6 +102,8 @@ ERRORS = [
     ("data", lambda tmp: D.image_grid(IMG8[:0]), "images"),
     ("data", lambda tmp: D.augment_digits(IMG8.float(), LAB, 2), "images"),
     ("data", lambda tmp: D.augment_digits(IMG8, LAB, 0), "copies"),
+    ("data", lambda tmp: D.augment_digits(IMG8, LAB, 2, warp="no"), "warp"),
+    ("data", lambda tmp: D.shift_pixels(IMG8, g(), max_shift=1.5), "max_shift"),
     ("data", lambda tmp: D.random_affine(IMG8, g()), "x"),
     ("data", lambda tmp: D.make_loader(IMG8, LAB, batch_size=3, drop_last=True), "batch_size"),
     ("data", lambda tmp: D.jpeg_bytes(IMG8[0], quality=50.7), "quality"),

@@ -1,7 +1,7 @@
 import pytest
 import torch
 from PIL import Image
-from argen_lit.data import (augment_digits, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
+from argen_lit.data import (augment_digits, shift_pixels, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
                             load_torchvision, make_loader, endless)
 
 
@@ -83,6 +83,23 @@ def test_endless_restarts_passes_and_refuses_an_empty_loader():
         next(endless([]))
     with pytest.raises(ValueError, match="images"):
         make_loader(x[:0], batch_size=4)
+
+
+def test_shift_copies_keep_every_intensity_and_the_ink():
+    x, y = load_mnist5k("test")
+    x, y = x[:40], y[:40]
+    xa, ya = augment_digits(x, y, copies=3, seed=1, warp=False)
+    assert torch.equal(xa[:40], x) and torch.equal(ya, y.repeat(3)) and not torch.equal(xa[40:80], x)
+    assert torch.equal(augment_digits(x, y, copies=3, seed=1, warp=False)[0], xa)         # seeded
+    for orig, copy in zip(x.repeat(2, 1, 1, 1), xa[40:]):
+        # a whole-pixel move: the copy is the original shifted by some (dy, dx) within 2, its ink unchanged
+        # (MNIST digits leave a margin of 4 pixels, so nothing is pushed out of the frame)
+        assert any(torch.equal(torch.roll(orig, (dy, dx), (1, 2)), copy) for dy in range(-2, 3) for dx in range(-2, 3))
+    warped = augment_digits(x, y, copies=3, seed=1)[0][40:]
+    grey = lambda t: ((t > 0) & (t < 255)).float().mean()                                   # interpolation adds grey levels
+    assert grey(warped) > grey(xa[40:]) == grey(x)
+    with pytest.raises(ValueError, match="max_shift"):
+        shift_pixels(x.float(), torch.Generator(), max_shift=-1)
 
 
 def test_augment_digits_keeps_originals_labels_and_seed():

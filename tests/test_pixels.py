@@ -1,3 +1,4 @@
+import json
 import pytest
 import torch
 import argen_lit.pixels as pixels
@@ -199,11 +200,22 @@ def test_long_recipe_saves_its_provenance_and_loads_back(tmp_path, monkeypatch):
     assert load_pixel_transformer(tmp_path / "long").config.d_model == 32
 
 
+def test_a_checkpoint_from_before_class_every_position_loads_with_it_off(tmp_path, digits):
+    m = tiny_pt(grid=(28, 28), class_every_position=False).eval()
+    save_checkpoint(m, tmp_path / "old")
+    f = tmp_path / "old" / "config.json"; rec = json.loads(f.read_text())
+    del rec["config"]["class_every_position"]; f.write_text(json.dumps(rec))   # as written before the field existed
+    old = load_pixel_transformer(tmp_path / "old")
+    x, y = digits
+    assert not old.config.class_every_position and torch.equal(old.nll(x[:2], y[:2]), m.nll(x[:2], y[:2]))
+
+
 def test_the_shipped_long_recipe_is_the_trained_model(digits):
     m = load_pixel_transformer()
     c, prov = m.config, read_meta(LONG_RECIPE_DIR)["provenance"]
     assert (c.d_model, c.n_layers, c.n_mixtures) == (LONG_RECIPE["d_model"], LONG_RECIPE["n_layers"], LONG_RECIPE["n_mixtures"])
     assert prov["steps"] == LONG_RECIPE["steps"] and "train_long_recipe" in prov["command"]
+    assert read_meta(LONG_RECIPE_DIR)["recipe"] == LONG_RECIPE and c.class_every_position   # today's recipe, not an older one
     x, y = digits
     assert dataset_bits_per_dim(m, x, y) < 1.4   # trained: 1.18 on the whole test split (an untrained model sits near 8)
 

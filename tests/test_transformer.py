@@ -367,3 +367,22 @@ def test_checkpoints_saved_before_state_sizes_load_without_states_and_other_gaps
     rec["config"].pop("d_model"); cfg_file.write_text(json.dumps(rec))
     with pytest.raises(ValueError, match="missing field.*d_model"):   # any other gap is still refused by name
         load_model(Transformer, TransformerConfig, tmp_path / "m")
+
+
+def test_class_at_every_position_reaches_each_input_and_decodes_the_same_with_any_cache():
+    x, a, b = tokens(), torch.tensor([0, 3]), torch.tensor([1, 2])
+    for every in (False, True):
+        m = model(class_every_position=every)
+        for blk in m.blocks: blk.attn.proj.weight.data.zero_()   # no attention: a position sees only its own input
+        moved = (m(x, a) - m(x, b)).abs().amax(-1)[0]             # per position: does the label reach it?
+        assert moved[0] > 1e-3                                   # the class token itself, always
+        assert (moved[1:] > 1e-3).all() if every else (moved[1:] == 0).all()
+    m = model(class_every_position=True)
+    full, cache, outs, at = m(x, a), m.new_cache(2), [], 0
+    for n in (5, 1, 1, 10, 7):                                   # chunked decoding: the cache keeps the class vectors
+        outs.append(m(x[:, at:at + n], a if at == 0 else None, cache=cache)); at += n
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-4)
+    samples = [generate(m, 12, a, cfg_scale=2.0, generator=make_generator(3), cache=c) for c in ("static", "growing", "none")]
+    assert torch.equal(samples[0], samples[1]) and torch.equal(samples[0], samples[2])
+    stale = m.new_cache(2); stale.length = 3                     # a cache that never saw the class token
+    with pytest.raises(ValueError, match="class vectors"): m(x[:, :1], cache=stale)
