@@ -306,9 +306,11 @@ class PixelTransformer(Transformer):
         return F.cross_entropy(out.float().transpose(1, 2), pixels, reduction="none").sum(1)
 
 # %% ../nbs/10_pixels.ipynb #5c7e4ad9
-def pixel_transformer_config(d_model: int, n_layers: int, n_heads: int = 4, n_mixtures: int = 5) -> PixelTransformerConfig:
+def pixel_transformer_config(d_model: int, n_layers: int, n_heads: int = 4, n_mixtures: int = 5,
+                             class_every_position: bool = True) -> PixelTransformerConfig:
     "The pixel transformer of this notebook at a given size (no dropout: a run sees each digit about once)."
-    return PixelTransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_mixtures=n_mixtures, dropout=0.0)
+    return PixelTransformerConfig(d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_mixtures=n_mixtures, dropout=0.0,
+                                  class_every_position=class_every_position)
 
 def train_pixel_transformer(model: PixelTransformer, images, labels, steps: int, batch_size: int = 32, lr: float = 2e-3):
     "The pixel transformer's training: `train_pixelcnn`'s loss and loop with the transformers' weight decay and clipping."
@@ -329,7 +331,7 @@ def sample_raster(model: PixelTransformer, labels: torch.Tensor, temperature: fl
 
 # %% ../nbs/10_pixels.ipynb #929c1ffa
 LONG_RECIPE = dict(d_model=96, n_layers=3, n_heads=4, n_mixtures=5, steps=1500, batch_size=32, lr=2e-3, aug_copies=8,
-                   warp=False)  # the in-notebook model and data, 2.7x the steps
+                   warp=True, class_every_position=False)  # the shipped run: the class as one token, 2.7x the steps
 LONG_RECIPE_DIR = Path(str(resources.files("argen_lit") / "assets" / "long_recipes" / "pixel_transformer"))  # ships with the package
 
 def load_pixel_transformer(directory: str | Path = LONG_RECIPE_DIR, device=None) -> PixelTransformer:
@@ -344,7 +346,8 @@ def train_long_recipe(directory: str | Path, steps: int | None = None, device=No
     xtr, ytr = load_mnist5k("train")
     xa, ya = augment_digits(xtr, ytr, copies=r["aug_copies"], warp=r["warp"])
     seed_everything(0)
-    model = PixelTransformer(pixel_transformer_config(r["d_model"], r["n_layers"], r["n_heads"], r["n_mixtures"])).to(dev)
+    model = PixelTransformer(pixel_transformer_config(r["d_model"], r["n_layers"], r["n_heads"], r["n_mixtures"],
+                                                      r["class_every_position"])).to(dev)
     t0 = time.time()
     losses = train_pixel_transformer(model, xa, ya, r["steps"], r["batch_size"], r["lr"])
     seconds = time.time() - t0
