@@ -203,8 +203,8 @@ def augment_digits(images: torch.Tensor, labels: torch.Tensor, copies: int, seed
     if len(labels) != len(images): raise InputError(f"labels: {len(labels)} labels for {len(images)} images")
     g = make_generator(seed)
     if not isinstance(warp, bool): raise InputTypeError(f"warp: expected True or False, got {warp!r}")
-    if not warp: return torch.cat([images, *[shift_pixels(images, g) for _ in range(copies - 1)]]), labels.repeat(copies)
-    extra = [random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8) for _ in range(copies - 1)]
+    copy = (lambda: random_affine(images.float() / 255, g).mul(255).round().clamp(0, 255).to(torch.uint8)) if warp else (lambda: shift_pixels(images, g))
+    extra = [copy() for _ in range(copies - 1)]
     return torch.cat([images, *extra]), labels.repeat(copies)
 
 # %% ../nbs/01_data.ipynb #a89ef082
