@@ -338,10 +338,13 @@ def load_pixel_transformer(directory: str | Path = LONG_RECIPE_DIR, device=None)
     "A pixel transformer from a checkpoint folder (default: the shipped long recipe), in eval mode."
     return load_model(PixelTransformer, PixelTransformerConfig, directory, device)
 
-def train_long_recipe(directory: str | Path, steps: int | None = None, device=None) -> PixelTransformer:
-    """Train the long recipe (`LONG_RECIPE`, or `steps` instead of its steps) on the augmented train split and save it
-    in `directory` with its provenance: device, steps, seconds, and the command that reproduces it."""
-    r = {**LONG_RECIPE, **({} if steps is None else {"steps": check_number(steps, "steps", low=1, integer=True)})}
+def train_long_recipe(directory: str | Path, steps: int | None = None, device=None, **changes) -> PixelTransformer:
+    """Train the long recipe (`LONG_RECIPE`, or `steps` instead of its steps, and any of its other keys changed by
+    `changes`, e.g. class_every_position=True) on the augmented train split and save it in `directory` with its
+    provenance: device, steps, seconds, and the command that reproduces it."""
+    unknown = sorted(set(changes) - set(LONG_RECIPE))
+    if unknown: raise InputError(f"changes: {unknown} are not keys of LONG_RECIPE ({sorted(LONG_RECIPE)})")
+    r = {**LONG_RECIPE, **changes, **({} if steps is None else {"steps": check_number(steps, "steps", low=1, integer=True)})}
     dev = default_device(device)
     xtr, ytr = load_mnist5k("train")
     xa, ya = augment_digits(xtr, ytr, copies=r["aug_copies"], warp=r["warp"])
@@ -354,7 +357,8 @@ def train_long_recipe(directory: str | Path, steps: int | None = None, device=No
     where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     provenance = {"device": where, "steps": r["steps"], "seconds": round(seconds, 1), "torch": torch.__version__,
                   "final_train_bits_per_dim": round(sum(losses[-100:]) / len(losses[-100:]), 4),
-                  "command": f"python -c \"from argen_lit.pixels import train_long_recipe; train_long_recipe('{directory}', steps={r['steps']})\""}
+                  "command": f"python -c \"from argen_lit.pixels import train_long_recipe; train_long_recipe('{directory}', "
+                             f"steps={r['steps']}{''.join(f', {k}={v!r}' for k, v in changes.items())})\""}
     save_checkpoint(model, directory, meta={"recipe": r, "provenance": provenance})
     return model.eval()
 

@@ -14,10 +14,13 @@ Asked for by name only (`--steps long_recipes`):
      long_recipes    the models that are compute-bound on 2 CPU cores (pixels, bytes, next-scale) trained with the
                      full recipe for `--long-steps` steps (same sizes as the shipped checkpoints, so they can replace
                      them), scored like the leaderboard; checkpoints with their provenance under OUT/long/
+     pixel_transformer  10_pixels' long recipe with the class at every position, for `--long-steps` steps: test
+                     bits/dim and class accuracy at cfg 3 (targets 1.00 and 90%), under OUT/long/pixel_transformer
 
     python ci/gpu_check.py [--out DIR] [--minutes 8]    # needs CUDA; refuses to start without it
     python ci/gpu_check.py --dry-run [--out DIR]        # every step at tiny size on CPU (no CUDA graphs), about a minute
     python ci/gpu_check.py --steps long_recipes --long-steps 4000   # longer training for a GPU window
+    python ci/gpu_check.py --steps pixel_transformer --long-steps 20000   # the pixel transformer's long recipe
     bash ci/gpu_check.sh                                # on the device machine: wheels from .whl/ if present, output to $OUT
 """
 import argparse, datetime, json, re, subprocess, sys, time, traceback
@@ -153,8 +156,30 @@ def long_recipes(ctx):
             "met": None}
 
 
+def pixel_transformer(ctx):
+    """The pixel transformer's long recipe (10_pixels: LONG_RECIPE, the class at every position) for --long-steps steps,
+    then test bits/dim and class accuracy at cfg 3 (1,000 samples; 20 digits and 10 samples in a dry run)."""
+    from argen_lit.eval import evaluate
+    from argen_lit.core import make_generator
+    from argen_lit.data import load_mnist5k
+    from argen_lit.pixels import dataset_bits_per_dim, sample_raster, train_long_recipe
+    steps = min(ctx["long_steps"], 3) if ctx["dry"] else ctx["long_steps"]
+    t0 = time.time()
+    model = train_long_recipe(ctx["out"] / "long" / "pixel_transformer", steps=steps, device=ctx["device"], class_every_position=True)
+    seconds = time.time() - t0
+    xte, yte = load_mnist5k("test")
+    n_test, n_samples = (20, 10) if ctx["dry"] else (len(xte), 1000)
+    bpd = dataset_bits_per_dim(model, xte[:n_test], yte[:n_test])
+    labels = torch.arange(n_samples) % 10
+    samples = torch.cat([sample_raster(model, labels[i:i + 500].to(ctx["device"]), cfg_scale=3.0, generator=make_generator(i, ctx["device"])).cpu()
+                         for i in range(0, n_samples, 500)])
+    m = evaluate(samples, labels)
+    return {"steps": steps, "train_seconds": seconds, "bits_per_dim": bpd, "class_accuracy": m["class_accuracy"], "fid": m["fid"],
+            "met": None if ctx["dry"] else bool(bpd <= 1.0 and m["class_accuracy"] >= 0.9)}
+
+
 STEPS = {"cuda_tests": cuda_tests, "decode": decode, "train": train, "next_scale": next_scale, "masked": masked,
-         "speculative": speculative, "long_recipes": long_recipes}
+         "speculative": speculative, "long_recipes": long_recipes, "pixel_transformer": pixel_transformer}
 DEFAULT_STEPS = ("cuda_tests", "decode", "train", "next_scale", "masked", "speculative")
 
 
@@ -178,7 +203,9 @@ def summary(report: dict) -> str:
                   "speculative": lambda: ", ".join(f"{x['sampler'].split(' ')[0]} {x['forward_passes_per_image']} passes, "
                                                    f"{x['images_per_s']:.1f}/s" for x in r["rows"]),
                   "long_recipes": lambda: ", ".join(f"{x['paradigm']} {100 * x['class_accuracy']:.1f}% FID {x['fid']:.2f} "
-                                                    f"({x['train_seconds']:.0f} s)" for x in r["rows"])}[name]
+                                                    f"({x['train_seconds']:.0f} s)" for x in r["rows"]),
+                  "pixel_transformer": lambda: f"{r['bits_per_dim']:.4f} bits/dim, {100 * r['class_accuracy']:.1f}% at cfg 3, "
+                                               f"FID {r['fid']:.2f} ({r['steps']} steps, {r['train_seconds']:.0f} s)"}[name]
         try: fig = figure() if s.get("result") else s.get("error", "")[:120]
         except (KeyError, TypeError, ValueError) as e: fig = f"(no figure: {e})"
         fig = fig.replace("|", "/").replace("\n", " ")  # one table row whatever an error message holds

@@ -53,3 +53,16 @@ def test_long_recipes_train_score_and_stamp_their_checkpoints(tmp_path):
     meta = json.loads((tmp_path / "long/long_3/pixels/config.json").read_text())["meta"]
     assert meta["recipe"]["steps"] == 3 and meta["provenance"]["device"] == "CPU (dry run)" and "--long-steps 50" in meta["provenance"]["command"]
     assert meta["provenance"]["budget"]["name"] == "long_3" and meta["train_seconds"] > 0
+
+
+def test_the_pixel_transformer_long_recipe_step_trains_scores_and_keeps_its_provenance(tmp_path):
+    p = run("--dry-run", "--steps", "pixel_transformer", "--long-steps", "50", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    step = json.loads((tmp_path / "gpu_check.json").read_text())["steps"]["pixel_transformer"]
+    assert step["status"] == "ok", step.get("error")
+    r = step["result"]
+    assert r["steps"] == 3 and 0 <= r["class_accuracy"] <= 1 and 1.0 < r["bits_per_dim"] < 9 and r["met"] is None
+    meta = json.loads((tmp_path / "long/pixel_transformer/config.json").read_text())["meta"]
+    assert meta["recipe"]["class_every_position"] and meta["provenance"]["steps"] == 3
+    assert "class_every_position=True" in meta["provenance"]["command"]
+    assert "bits/dim" in (tmp_path / "gpu_check.md").read_text()

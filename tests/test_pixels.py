@@ -198,6 +198,12 @@ def test_long_recipe_saves_its_provenance_and_loads_back(tmp_path, monkeypatch):
     assert prov["steps"] == 2 and prov["seconds"] > 0 and "CPU" in prov["device"] and "train_long_recipe" in prov["command"]
     assert meta["recipe"]["d_model"] == 32
     assert load_pixel_transformer(tmp_path / "long").config.d_model == 32
+    assert not load_pixel_transformer(tmp_path / "long").config.class_every_position     # as LONG_RECIPE says
+    train_long_recipe(tmp_path / "every", steps=1, class_every_position=True)              # a change of the recipe
+    meta = read_meta(tmp_path / "every")
+    assert meta["recipe"]["class_every_position"] and load_pixel_transformer(tmp_path / "every").config.class_every_position
+    assert "class_every_position=True" in meta["provenance"]["command"]
+    with pytest.raises(ValueError, match="not keys of LONG_RECIPE"): train_long_recipe(tmp_path / "x", steps=1, widht=64)
 
 
 def test_a_checkpoint_from_before_class_every_position_loads_with_it_off(tmp_path, digits):
