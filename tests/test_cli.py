@@ -57,3 +57,19 @@ def test_a_full_run_allows_its_cells_longer(tmp_path, monkeypatch):
     assert seen == [(True, cli.CELL_TIMEOUT["smoke"]), (False, cli.CELL_TIMEOUT["full"]), (True, 5)]
     assert cli.CELL_TIMEOUT["full"] > cli.CELL_TIMEOUT["smoke"]
     with pytest.raises(ValueError, match="timeout"): cli.run_course(["00"], timeout=0)
+
+
+def test_a_cell_tagged_raises_exception_may_fail_and_the_run_goes_on(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    from argen_lit.cli import run_notebook
+    cells = [new_code_cell("SMOKE = True", metadata={"tags": ["parameters"]}),
+             new_code_cell("raise NotImplementedError('an exercise not written yet')", metadata={"tags": ["raises-exception"]}),
+             new_code_cell("print('went on')")]
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "ok.ipynb"))
+    run_notebook(tmp_path / "ok.ipynb", tmp_path / "out" / "ok.ipynb")
+    out = nbformat.read(str(tmp_path / "out" / "ok.ipynb"), as_version=4)
+    assert any("went on" in o.get("text", "") for o in out.cells[-1].outputs)
+    cells[1].metadata["tags"] = []                                                 # the same error, not expected
+    nbformat.write(new_notebook(cells=cells), str(tmp_path / "bad.ipynb"))
+    with pytest.raises(Exception, match="NotImplementedError"): run_notebook(tmp_path / "bad.ipynb", tmp_path / "out" / "bad.ipynb")
