@@ -11,8 +11,8 @@ import argen_lit
 from .core import InputError, InputNotFoundError, atomic_path, check_number, default_device
 
 # %% auto #0
-__all__ = ['CELL_TIMEOUT', 'course_dir', 'find_notebooks', 'run_notebook', 'only_expected_errors', 'record_provenance',
-           'run_course', 'format_results', 'info', 'build_parser', 'main']
+__all__ = ['CELL_TIMEOUT', 'course_dir', 'find_notebooks', 'claim_out_dir', 'run_notebook', 'only_expected_errors',
+           'record_provenance', 'run_course', 'format_results', 'info', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #39aaffbd
 def course_dir() -> Path:
@@ -38,6 +38,18 @@ def find_notebooks(names=None, nbs: Path | None = None) -> list[Path]:
         if hits[0] in found: raise InputError(f"notebook: {name!r} is named more than once")
         found.append(hits[0])
     return found
+
+# %% ../nbs/99_cli.ipynb #b4da9caf
+def claim_out_dir(out: str | Path, marker: str, what: str, force: bool = False) -> Path:
+    """The folder `out` for a command's output (`site`, `exercises`): refused if it is a file, or a non-empty folder
+    without `marker` (the file this command leaves in what it writes) unless `force`; so a second run rewrites its
+    own output and never someone else's folder. The caller writes `marker` once it has written `what`."""
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise InputError(f"out: {str(out)!r} is a file; expected a folder for the {what}")
+    if out.is_dir() and any(out.iterdir()) and not (out / marker).exists() and not force:
+        raise InputError(f"out: {str(out)!r} is not empty and holds no {what}; choose an empty folder, "
+                         "or pass --force (force=True) to write into it")
+    return out
 
 # %% ../nbs/99_cli.ipynb #60962b54
 def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800) -> float:

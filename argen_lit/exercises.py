@@ -131,12 +131,8 @@ def write_exercises(out: str | Path, nbs: str | Path | None = None, force: bool 
     """Student copies of every course notebook that has exercises, into `out` (solution cells stubbed, see
     `student_copy`). Refuses a file, or a non-empty folder it did not write, unless `force`. One record per notebook."""
     import nbformat
-    from argen_lit.cli import find_notebooks
-    out = Path(out)
-    if out.exists() and not out.is_dir(): raise InputError(f"out: {str(out)!r} is a file; expected a folder for the copies")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXERCISES_MARKER).exists() and not force:
-        raise InputError(f"out: {str(out)!r} is not empty and holds no student copies; choose an empty folder, "
-                         "or pass --force (force=True) to write into it")
+    from argen_lit.cli import claim_out_dir, find_notebooks
+    out = claim_out_dir(out, EXERCISES_MARKER, "student copies", force)
     copies = []
     for p in find_notebooks(nbs=nbs):
         nb = nbformat.read(str(p), as_version=4)

@@ -220,11 +220,8 @@ def build_site(out: str | Path, nbs: str | Path | None = None, force: bool = Fal
     {'out', 'pages', 'seconds'}; raises InputError naming a broken image, a missing notebook or a broken link."""
     import nbformat
     from nbconvert import HTMLExporter
-    t0, out = time.perf_counter(), Path(out)
-    if out.exists() and not out.is_dir(): raise InputError(f"out: {str(out)!r} is a file; expected a folder for the site")
-    if out.is_dir() and any(out.iterdir()) and not (out / SITE_MARKER).exists() and not force:
-        raise InputError(f"out: {str(out)!r} is not empty and holds no argen_lit site; choose an empty folder, "
-                         "or pass --force (force=True) to write into it")
+    from argen_lit.cli import claim_out_dir
+    t0, out = time.perf_counter(), claim_out_dir(out, SITE_MARKER, "argen_lit site", force)
     pages = course_pages(nbs)
     notebooks = {}
     for p in pages:
