@@ -12,7 +12,7 @@ from .core import InputError, InputNotFoundError, atomic_path, check_number, def
 
 # %% auto #0
 __all__ = ['CELL_TIMEOUT', 'course_dir', 'find_notebooks', 'claim_out_dir', 'run_notebook', 'only_expected_errors',
-           'record_provenance', 'run_course', 'format_results', 'info', 'build_parser', 'main']
+           'drop_error_banners', 'record_provenance', 'run_course', 'format_results', 'info', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #39aaffbd
 def course_dir() -> Path:
@@ -55,6 +55,7 @@ def claim_out_dir(out: str | Path, marker: str, what: str, force: bool = False) 
 def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800) -> float:
     "Execute `path` with papermill (SMOKE=`smoke`) into `out`; return the seconds taken (raises on failure)."
     import papermill as pm, nbformat
+    path, out = Path(path), Path(out)
     try: nbformat.read(str(path), as_version=4)
     except FileNotFoundError: raise InputNotFoundError(f"path: no notebook at {str(path)!r}") from None
     except Exception as e: raise InputError(f"path: {str(path)!r} is not a notebook ({type(e).__name__})") from None
@@ -68,6 +69,7 @@ def run_notebook(path: Path, out: Path, smoke: bool = True, timeout: int = 1800)
                                 execution_timeout=timeout, log_output=False)
         except pm.PapermillExecutionError:  # nbclient ran on past cells tagged raises-exception; papermill still
             if not only_expected_errors(running): raise  # reports them: a student copy's stubs and checks are expected
+            drop_error_banners(running)
         seconds = time.perf_counter() - t0
         record_provenance(running, path.stem, smoke, seconds)
         os.replace(running, out)
@@ -83,6 +85,13 @@ def only_expected_errors(notebook: Path) -> bool:
     cells = nbformat.read(str(notebook), as_version=4).cells
     failed = [c for c in cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     return bool(failed) and all("raises-exception" in c.get("metadata", {}).get("tags", []) for c in failed)
+
+def drop_error_banners(notebook: Path) -> None:
+    "Remove the banner cells papermill adds to a notebook whose run raised (an expected error is no failure)."
+    import nbformat
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+    with atomic_path(notebook) as tmp: nbformat.write(nb, str(tmp))
 
 def record_provenance(notebook: Path, stem: str, smoke: bool, seconds: float) -> None:
     "Replace papermill's `injected-parameters` cell of an executed notebook by a markdown note of the run."

@@ -17,14 +17,25 @@ __all__ = ['BEGIN', 'END', 'HINT', 'EXERCISES_MARKER', 'ExerciseFailed', 'check_
 class ExerciseFailed(AssertionError):
     "An exercise's check did not pass: the message says what differs and where to look."
 
+def _kind(t: torch.Tensor) -> str: return "bool" if t.dtype == torch.bool else "complex" if t.is_complex() else "number"
+
 def _same(got, want, atol: float) -> bool:
-    if isinstance(want, torch.Tensor):
-        return (isinstance(got, torch.Tensor) and got.shape == want.shape
-                and torch.allclose(got.double(), want.double(), atol=atol, rtol=atol))
-    if isinstance(want, (tuple, list)):
-        return isinstance(got, (tuple, list)) and len(got) == len(want) and all(_same(g, w, atol) for g, w in zip(got, want))
-    if isinstance(want, float): return isinstance(got, (int, float)) and math.isclose(got, want, rel_tol=atol, abs_tol=atol)
-    return got == want
+    "Whether an answer equals the reference: tensors (and arrays) by shape, kind and value within atol; containers item by item."
+    try:
+        if hasattr(want, "__array__") and not isinstance(want, torch.Tensor): want = torch.as_tensor(want)
+        if hasattr(got, "__array__") and not isinstance(got, torch.Tensor): got = torch.as_tensor(got)
+        if isinstance(want, torch.Tensor):
+            if not isinstance(got, torch.Tensor) or got.shape != want.shape or _kind(got) != _kind(want): return False
+            wide = torch.complex128 if want.is_complex() else torch.float64
+            return bool(torch.allclose(got.to(wide), want.to(wide), atol=atol, rtol=atol))
+        if isinstance(want, dict):
+            return isinstance(got, dict) and got.keys() == want.keys() and all(_same(got[k], want[k], atol) for k in want)
+        if isinstance(want, (tuple, list)):
+            return isinstance(got, (tuple, list)) and len(got) == len(want) and all(_same(g, w, atol) for g, w in zip(got, want))
+        if isinstance(want, float):
+            return isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(got, want, rel_tol=atol, abs_tol=atol)
+        return type(got) is type(want) and bool(got == want)
+    except Exception: return False       # an answer that cannot even be compared is not the reference
 
 def _short(x) -> str:
     if isinstance(x, torch.Tensor): return f"tensor of shape {tuple(x.shape)}" + (f": {x.tolist()}" if x.numel() <= 8 else "")
@@ -35,10 +46,10 @@ def check_function(student, reference, cases, hint: str = "", atol: float = 1e-5
     `atol`). A stub's NotImplementedError, an exception or a wrong result raises ExerciseFailed with the case and `hint`."""
     if not callable(student): raise ExerciseFailed(f"expected your function, got {_short(student)}")
     for i, args in enumerate(cases):
-        try: got = student(*args)
+        want = reference(*copy.deepcopy(args))         # first, on a copy: an answer that changes its input cannot fool it
+        try: got = student(*copy.deepcopy(args))
         except NotImplementedError as e: raise ExerciseFailed(f"not done yet: {e}") from None
         except Exception as e: raise ExerciseFailed(f"case {i} raised {type(e).__name__}: {e}" + (f"\nhint: {hint}" if hint else "")) from None
-        want = reference(*args)
         if not _same(got, want, atol):
             raise ExerciseFailed(f"case {i}: expected {_short(want)}, got {_short(got)}" + (f"\nhint: {hint}" if hint else ""))
     print(f"correct: your function agrees with the reference on {len(cases)} cases")
@@ -57,21 +68,30 @@ HINT = re.compile(r"#\s*[Hh]int:\s*(.+)")
 
 def stub_source(source: str, where: str = "solution") -> str:
     """A solution cell's source with each block between `### BEGIN SOLUTION` and `### END SOLUTION` replaced by one
-    `raise NotImplementedError(...)` at the block's indentation, carrying the cell's `# Hint:` line."""
-    lines, out, inside = source.splitlines(), [], None
-    hint = next((m.group(1).strip() for l in lines if (m := HINT.search(l))), "see the lesson above")
+    `raise NotImplementedError(...)` at the indentation of the block's code, carrying the cell's `# Hint:` line (read
+    outside the blocks, so an answer never leaks). InputError naming `where` for unpaired markers or a stub that
+    does not compile."""
+    lines, out, block, blocks = source.splitlines(), [], None, 0
+    def close(block):   # the stub of one block, indented like its first line of code
+        code = [l for l in block["lines"] if l.strip()]
+        pad = code[0][:len(code[0]) - len(code[0].lstrip())] if code else block["pad"]
+        return [f"{pad}# your code here", f"{pad}raise NotImplementedError(HINT_TEXT)"]
     for n, line in enumerate(lines):
         if line.strip() == BEGIN:
-            if inside is not None: raise InputError(f"{where}: line {n + 1} opens a solution block inside another")
-            inside = line[:len(line) - len(line.lstrip())]
-            out.append(f"{inside}# your code here"); out.append(f"{inside}raise NotImplementedError({('write this part. Hint: ' + hint)!r})")
+            if block is not None: raise InputError(f"{where}: line {n + 1} opens a solution block inside another")
+            block = {"pad": line[:len(line) - len(line.lstrip())], "lines": []}
         elif line.strip() == END:
-            if inside is None: raise InputError(f"{where}: line {n + 1} closes a solution block that was never opened")
-            inside = None
-        elif inside is None: out.append(line)
-    if inside is not None: raise InputError(f"{where}: a `{BEGIN}` block is never closed")
-    if len(out) == len(lines): raise InputError(f"{where}: a cell tagged `solution` needs a `{BEGIN}` ... `{END}` block")
-    return "\n".join(out)
+            if block is None: raise InputError(f"{where}: line {n + 1} closes a solution block that was never opened")
+            out += close(block); block, blocks = None, blocks + 1
+        elif block is not None: block["lines"].append(line)
+        else: out.append(line)
+    if block is not None: raise InputError(f"{where}: a `{BEGIN}` block is never closed")
+    if not blocks: raise InputError(f"{where}: a cell tagged `solution` needs a `{BEGIN}` ... `{END}` block")
+    hint = next((m.group(1).strip() for l in out if (m := HINT.search(l))), "see the lesson above")
+    stub = "\n".join(out).replace("HINT_TEXT", repr("write this part. Hint: " + hint))
+    try: compile(stub, where, "exec")
+    except SyntaxError as e: raise InputError(f"{where}: its stub does not compile ({e.msg}, line {e.lineno}); indent the code inside the markers") from None
+    return stub
 
 def tags(cell) -> list: return cell.get("metadata", {}).get("tags", [])
 
@@ -81,14 +101,15 @@ def student_copy(nb, name: str = "notebook"):
     past an exercise not done yet; every other cell is kept as it is, outputs included. Returns (copy, stubs made)."""
     nb, n = copy.deepcopy(nb), 0
     for i, c in enumerate(nb.cells):
-        t = tags(c)
+        t = list(tags(c))
         if "solution" in t:
             if c.cell_type != "code": raise InputError(f"{name}: cell {i} is tagged `solution` but is not a code cell")
             c.source = stub_source(c.source, f"{name}: cell {i}")
-            c.metadata["tags"] = [x for x in t if x != "solution"] + ["stub", "raises-exception"]  # its demo line may call it
+            t = [x for x in t if x != "solution"] + ["stub"]
             n += 1
-        if "check" in t: c.metadata["tags"] = t + ["raises-exception"]
-        if {"solution", "check"} & set(t): c.outputs, c.execution_count = [], None
+        if {"stub", "check"} & set(t):   # a stub's demo line may call it; a check fails until it is written
+            c.metadata["tags"] = t + ["raises-exception"] * ("raises-exception" not in t)
+            c.outputs, c.execution_count = [], None
     return nb, n
 
 # %% ../nbs/97_exercises.ipynb #9d347c37
@@ -135,7 +156,8 @@ def write_exercises(out: str | Path, nbs: str | Path | None = None, force: bool 
     out = claim_out_dir(out, EXERCISES_MARKER, "student copies", force)
     copies = []
     for p in find_notebooks(nbs=nbs):
-        nb = nbformat.read(str(p), as_version=4)
+        try: nb = nbformat.read(str(p), as_version=4)
+        except Exception as e: raise InputError(f"{p.name}: not a readable notebook ({type(e).__name__})") from None
         n_ex = count_exercises(nb)
         if not n_ex: continue
         student, n_stubs = student_copy(nb, p.name)

@@ -37,34 +37,38 @@ def notebook_title(nb) -> tuple[str, str]:
 # %% ../nbs/98_site.ipynb #4a7ece74
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
-def prepare_notebook(nb):
+def prepare_notebook(nb, name: str = "notebook"):
     """A notebook as a reader should see it on a page (changed in place): its `# Title` first; nbdev's `#|` directive
     lines dropped and `#| hide` cells gone; progress-bar widgets shown as their text (a widget needs a kernel); math as MathML."""
     nb.metadata.pop("widgets", None)
-    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and re.match(r"#\s", c.source)), 0)
-    nb.cells = [nb.cells[title]] + nb.cells[:title] + nb.cells[title + 1:]   # the title first, above the imports
+    title = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and re.match(r"#\s", c.source)), None)
+    if title is not None: nb.cells = [nb.cells[title]] + nb.cells[:title] + nb.cells[title + 1:]   # the title first
     keep = []
-    for c in nb.cells:
+    for i, c in enumerate(nb.cells):
         if c.cell_type == "code":
             if re.match(r"\s*#\|\s*hide\b", c.source) or re.fullmatch(r"\s*#\|\s*default_exp\s+\S+\s*", c.source): continue
             c.source = "\n".join(l for l in c.source.splitlines() if not re.match(r"\s*#\|", l)).strip("\n")
             for out in c.get("outputs", []):
                 if WIDGET_VIEW in out.get("data", {}): out["data"].pop(WIDGET_VIEW)
-        elif c.cell_type == "markdown": c.source = render_math(c.source)
+        elif c.cell_type == "markdown": c.source = render_math(c.source, f"{name}: markdown cell {i}")
         keep.append(c)
     nb.cells = keep
     return nb
 
 # %% ../nbs/98_site.ipynb #214bdbd4
-MATH = re.compile(r"\$\$(.+?)\$\$|\$(?=\S)([^$\n]+?)(?<=\S)\$", re.S)
-CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+# pandoc's rule for inline math: no space inside the dollars, no digit right after the closing one ($5 and $6 is money);
+# a backslash-escaped \$ is a dollar sign, never math
+MATH = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<![\\$])\$(?=\S)([^$\n]+?)(?<=[^\s\\])\$(?!\d)", re.S)
+CODE = re.compile(r"(```.*?```|~~~.*?~~~|``.+?``|`[^`\n]*`)", re.S)
 
-def render_math(markdown: str) -> str:
-    "TeX between $...$ (inline) or $$...$$ (display) in markdown, turned into MathML: browsers draw it with no script."
+def render_math(markdown: str, where: str = "markdown") -> str:
+    """TeX between $...$ (inline) or $$...$$ (display) in markdown, turned into MathML: browsers draw it with no script.
+    TeX that does not parse is an InputError naming `where`."""
     from latex2mathml.converter import convert
     def tex(m):
         display, inline = m.group(1), m.group(2)
-        return convert(display.strip(), display="block") if display is not None else convert(inline)
+        try: return convert(display.strip(), display="block") if display is not None else convert(inline)
+        except Exception as e: raise InputError(f"{where}: the math {m.group(0)!r} does not parse ({type(e).__name__})") from None
     parts = CODE.split(markdown)   # odd parts are code: left alone ($ there is shell or f-string, not math)
     return "".join(p if i % 2 else MATH.sub(tex, p) for i, p in enumerate(parts))
 
@@ -72,13 +76,14 @@ def render_math(markdown: str) -> str:
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def png_size(data: bytes) -> tuple[int, int]:
-    "Width and height from a PNG's header (IHDR); InputError if the bytes are not a PNG."
+    "Width and height from a PNG's header (IHDR); InputError if the bytes are not a whole PNG (header to IEND)."
     if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
         raise InputError("not a PNG (bad signature or header)")
+    if data[-8:-4] != b"IEND": raise InputError("a PNG cut short (no IEND chunk at its end)")
     return struct.unpack(">II", data[16:24])
 
 def check_images(nb, name: str) -> int:
-    "Every PNG output of a notebook decodes to a non-empty image; returns how many. Names the cell of a broken one."
+    "Every PNG output of a notebook is a whole PNG of non-zero size; returns how many. Names the cell of a broken one."
     n = 0
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
@@ -236,7 +241,7 @@ def build_site(out: str | Path, nbs: str | Path | None = None, force: bool = Fal
     entries = []
     for p, nb in notebooks.items():
         entries.append(search_entry(nb, p, titles[p]))
-        body, _ = exporter.from_notebook_node(prepare_notebook(nb))
+        body, _ = exporter.from_notebook_node(prepare_notebook(nb, p.name))
         (out / page_name(p)).write_text(page_html(p, rewrite_links(body), pages, titles), encoding="utf-8")
     (out / "style.css").write_text(site_style())
     (out / "search.js").write_text(SEARCH_JS)

@@ -70,6 +70,8 @@ def test_a_cell_tagged_raises_exception_may_fail_and_the_run_goes_on(tmp_path):
     run_notebook(tmp_path / "ok.ipynb", tmp_path / "out" / "ok.ipynb")
     out = nbformat.read(str(tmp_path / "out" / "ok.ipynb"), as_version=4)
     assert any("went on" in o.get("text", "") for o in out.cells[-1].outputs)
+    assert not any("papermill-error-cell-tag" in c.metadata.get("tags", []) for c in out.cells)   # no failure banners
+    assert len(out.cells) == 4                        # the three cells and the run's provenance line
     cells[1].metadata["tags"] = []                                                 # the same error, not expected
     nbformat.write(new_notebook(cells=cells), str(tmp_path / "bad.ipynb"))
     with pytest.raises(Exception, match="NotImplementedError"): run_notebook(tmp_path / "bad.ipynb", tmp_path / "out" / "bad.ipynb")

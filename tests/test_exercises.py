@@ -46,6 +46,14 @@ def test_a_wrong_answer_names_the_case_and_the_hint():
     with pytest.raises(ExerciseFailed, match="case 0 raised ZeroDivisionError"): check_function(lambda: 1 / 0, lambda: 1, [()])
     with pytest.raises(ExerciseFailed, match="expected your function"): check_function(None, len, [("ab",)])
     with pytest.raises(ExerciseFailed, match=r"in \[1, 2\], got 3"): check_value(lambda: 3, 1, 2, "x")
+    x = torch.tensor([[1.0, 2.0, 3.0]])     # an answer that zeroes its input must not fool the reference
+    with pytest.raises(ExerciseFailed, match="case 0"): check_function(lambda t: t.zero_().softmax(-1), lambda t: t.softmax(-1), [(x,)])
+    assert torch.equal(x, torch.tensor([[1.0, 2.0, 3.0]]))
+    for got, want in [(torch.tensor([1 + 5j]), torch.tensor([1 + 0j])), (torch.tensor([1.0, 0.0]), torch.tensor([True, False])),
+                      (torch.tensor([3, 3]), 3), (True, 1), ({"a": torch.ones(2)}, {"a": torch.zeros(2)})]:
+        with pytest.raises(ExerciseFailed, match="case 0: expected"): check_function(lambda: got, lambda: want, [()])
+    import numpy as np
+    check_function(lambda: np.arange(3), lambda: np.arange(3), [()])
     check_value(lambda: 1.5, 1, 2, "x")                                          # inside: no exception
 
 
@@ -58,6 +66,12 @@ def test_stubs_keep_everything_outside_the_markers():
     with pytest.raises(ValueError, match="never closed"): stub_source("### BEGIN SOLUTION\nx = 1")
     with pytest.raises(ValueError, match="never opened"): stub_source("x = 1\n### END SOLUTION")
     with pytest.raises(ValueError, match="inside another"): stub_source("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION")
+    leak = stub_source("def f():\n    # Hint: a number\n    ### BEGIN SOLUTION\n    return 1  # hint: the answer is 1\n    ### END SOLUTION")
+    assert "answer is 1" not in leak and "Hint: a number" in leak                  # the hint is read outside the block
+    flush = stub_source("def f(x):\n    ### BEGIN SOLUTION\n        y = x\n        return y\n    ### END SOLUTION")
+    compile(flush, "stub", "exec")                                                 # indented like the block's code
+    assert "raise" in stub_source("x = 1\n### BEGIN SOLUTION\n### END SOLUTION")    # an empty block is a block
+    with pytest.raises(ValueError, match="does not compile"): stub_source("if x:\n### BEGIN SOLUTION\n### END SOLUTION\nelse: pass")
 
 
 def tiny_course(folder: Path) -> Path:
@@ -92,6 +106,10 @@ def test_student_copies_and_bad_input(tmp_path):
     bad = read(course / "01_one.ipynb"); bad.cells[4].source = "def two(): return 2"   # tagged solution, no markers
     with pytest.raises(ValueError, match="01_one.ipynb: cell 4: a cell tagged `solution` needs"): student_copy(bad, "01_one.ipynb")
     assert main(["exercises", "--out", str(tmp_path / "file")]) == 2
+    both = read(course / "01_one.ipynb"); both.cells[4].metadata["tags"] = ["solution", "check", "raises-exception"]
+    assert tags(student_copy(both)[0].cells[4]) == ["check", "raises-exception", "stub"]    # stubbed, tagged once
+    (tmp_path / "corrupt").mkdir(); (tmp_path / "corrupt" / "01_x.ipynb").write_text("{not json")
+    with pytest.raises(ValueError, match="01_x.ipynb: not a readable notebook"): write_exercises(tmp_path / "o3", nbs=tmp_path / "corrupt")
 
 
 def test_the_command_writes_every_course_notebook(tmp_path, capsys):

@@ -64,10 +64,13 @@ def test_the_link_checker_finds_broken_links_anchors_and_images(tmp_path):
     assert any("not a PNG" in p for p in problems) and any("gone.png" in p for p in problems)
 
 
-def test_math_becomes_mathml_and_code_is_left_alone():
+def test_math_becomes_mathml_and_code_and_money_are_left_alone():
     s = render_math("cost $x^2$, `echo $HOME`, $5 and $6\n\n```bash\necho $PATH $x$\n```\n$$\\sum_i p_i = 1$$")
     assert s.count("<math") == 2 and 'display="block"' in s
     assert "`echo $HOME`" in s and "echo $PATH $x$" in s and "$5 and $6" in s
+    for plain in ["a \\$5 and \\$6", "cost $3.50-$4.00 each", "``code $x$``", "~~~\n$x$\n~~~"]:
+        assert render_math(plain) == plain
+    with pytest.raises(ValueError, match=r"nb: cell 3: the math .* does not parse"): render_math("set $\\frac{a}{$ oops", "nb: cell 3")
 
 
 def test_directives_hidden_cells_and_widgets_stay_off_the_page():
@@ -105,6 +108,8 @@ def test_bad_input_gets_clear_errors_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="nbs"): build_site(tmp_path / "n", nbs=tmp_path / "nowhere")
     assert main(["site", "--out", str(tmp_path / "file")]) == 2                  # the command: one line, status 2
     assert png_size(PNG_1x1) == (1, 1)
+    with pytest.raises(ValueError, match="cut short"): png_size(PNG_1x1[:40])
+    assert prepare_notebook(new_notebook()).cells == []                             # an empty notebook is an empty page
 
 
 # --- a real browser: Debian's chromium driven by Playwright (`.ci/run` installs both)
