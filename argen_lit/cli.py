@@ -4,15 +4,19 @@
 
 # %% ../nbs/99_cli.ipynb #bfa04078
 from __future__ import annotations
-import argparse, datetime, os, sys, time
+import argparse, datetime, hashlib, json, os, sys, time
+from dataclasses import replace
 from pathlib import Path
 import torch
+import torch.distributed as dist
 import argen_lit
-from .core import InputError, InputNotFoundError, atomic_path, check_number, default_device
+from .core import (InputError, InputNotFoundError, atomic_path, check_number, default_device, distributed, on_main,
+                            rank_and_world, train_settings, write_atomic)
 
 # %% auto #0
 __all__ = ['CELL_TIMEOUT', 'course_dir', 'find_notebooks', 'claim_out_dir', 'run_notebook', 'only_expected_errors',
-           'drop_error_banners', 'record_provenance', 'run_course', 'format_results', 'info', 'build_parser', 'main']
+           'drop_error_banners', 'record_provenance', 'run_course', 'format_results', 'info', 'train_budget',
+           'train_paradigm', 'build_parser', 'main']
 
 # %% ../nbs/99_cli.ipynb #39aaffbd
 def course_dir() -> Path:
@@ -169,6 +173,59 @@ def info() -> str:
     except FileNotFoundError as e: lines.append(f"notebooks: {e}")
     return "\n".join(lines)
 
+# %% ../nbs/99_cli.ipynb #944afdaa
+def _fingerprint(modules) -> str:
+    "A digest of the weights and buffers of `modules`, to check that every process ends with the same model."
+    h = hashlib.sha256()
+    for m in modules:
+        for k, v in sorted(m.state_dict().items()):
+            h.update(k.encode()); h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def train_budget(budget="smoke", steps: int | None = None, batch: int | None = None):
+    """The budget `argen-lit train` trains under: a registered one, with `steps` (every prior's, the slow models' too)
+    and `batch` changed when given; a changed budget is named after its changes (`quick-steps500-batch32`), so its
+    folder never mixes with the registered budget's."""
+    from argen_lit.recipes import get_budget
+    b = get_budget(budget)
+    if b.name == "pretrained": raise InputError("budget: 'pretrained' ships trained checkpoints; train under smoke, quick or full")
+    changes = {}
+    if steps is not None: changes.update(steps=check_number(steps, "steps", low=1, integer=True), slow_steps=None)
+    if batch is not None: changes["batch"] = check_number(batch, "batch", low=1, integer=True)
+    if not changes: return b
+    tag = "".join(f"-{k}{changes[k]}" for k in ("steps", "batch") if k in changes)
+    return replace(b, name=b.name + tag, **changes)
+
+def train_paradigm(name: str, budget="smoke", *, steps: int | None = None, batch: int | None = None,
+                   out_dir: str | Path = "runs/leaderboard", device=None, compile: bool = False, seed: int = 0,
+                   save_every: int = 250) -> dict:
+    """Train one paradigm's recipe (its `fit_*` entry: tokenizer and prior, or one model) under `budget` into
+    `out_dir/<budget>/`, the folder `run_leaderboard` reads; models already there are loaded, a run that was killed
+    resumes from its last state. Runs as one process, or under `torchrun` as N (`--batch` is the global batch). Each
+    model gets a log line per step (`logs/<model>.jsonl`). Returns (and writes to `train_<name>.json`) a summary:
+    the run folder, processes, seconds, and whether every process ended with the same weights."""
+    from argen_lit.leaderboard import PARADIGMS, run_folder  # imports every paradigm: only when asked
+    from argen_lit.recipes import load_data
+    if name not in PARADIGMS: raise InputError(f"paradigm: expected one of {tuple(PARADIGMS)}, got {name!r}")
+    b = train_budget(budget, steps, batch)
+    with distributed(device) as dev:
+        rank, world = rank_and_world()
+        if b.batch < world or b.batch % world:
+            raise InputError(f"batch: a global batch of {b.batch} cannot be split evenly over {world} processes; "
+                             f"choose a multiple of {world} (each process takes batch / {world} rows)")
+        run = on_main(run_folder, out_dir, b)
+        data, t0 = load_data(b), time.time()
+        with train_settings(seed=seed, save_every=save_every, compile=compile):
+            contender = PARADIGMS[name](b, data, run, dev)
+        prints = [None] * world
+        if world > 1: dist.all_gather_object(prints, _fingerprint(contender.modules))
+        else: prints = [_fingerprint(contender.modules)]
+        summary = {"paradigm": name, "budget": b.name, "run": str(run), "processes": world, "device": str(dev),
+                   "seconds": round(time.time() - t0, 2), "train_seconds": round(contender.train_seconds, 2),
+                   "weights_agree": len(set(prints)) == 1, "fingerprint": prints[0], "seed": seed}
+        on_main(write_atomic, run / f"train_{name}.json", json.dumps(summary, indent=2))
+    return summary
+
 # %% ../nbs/99_cli.ipynb #aff9bc04
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="argen-lit", description="argen_lit: autoregressive image generation, as a course and a library")
@@ -192,6 +249,16 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--seeds", type=int, default=None,
                     help="sampling seeds per paradigm (0..SEEDS-1): the table shows mean ± spread over them "
                          "(default: 1 for pretrained, quick and smoke, 3 for full); each seed adds a full draw")
+    t = sub.add_parser("train", help="train one paradigm's recipe into the leaderboard's folder; under torchrun, on N processes (DDP)")
+    t.add_argument("paradigm", help="one of: pixels vq bytes symbols next_scale masked flow")
+    t.add_argument("--budget", default="smoke", choices=("smoke", "quick", "full"), help="the recipe's budget (default: smoke)")
+    t.add_argument("--steps", type=int, default=None, help="training steps of every prior (default: the budget's)")
+    t.add_argument("--batch", type=int, default=None, help="the global batch of every prior, split over the processes (default: the budget's)")
+    t.add_argument("--out-dir", default="runs/leaderboard", help="checkpoints, logs and state go to OUT_DIR/BUDGET (default: runs/leaderboard)")
+    t.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available; under torchrun, cuda:LOCAL_RANK)")
+    t.add_argument("--compile", action="store_true", help="run each training step through torch.compile")
+    t.add_argument("--seed", type=int, default=0, help="the seed of initialisation, dropout and masks (default: 0, the recipes' own)")
+    t.add_argument("--save-every", type=int, default=250, help="steps between two resumable states (default: 250)")
     e = sub.add_parser("exercises", help="write student copies of the notebooks: each solution replaced by a stub and its hint")
     e.add_argument("--out", default="runs/exercises", help="the copies' folder (default: runs/exercises)")
     e.add_argument("--force", action="store_true", help="write into a non-empty folder that holds something other than copies")
@@ -202,11 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Entry point of the `argen-lit` console script. Bad input (an `InputError`: an argument, a file or a folder) is
-    reported on one line with exit status 2; any other exception is a bug and keeps its traceback."""
+    reported on one line with exit status 2 (under torchrun by rank 0 alone: every rank meets the same error); any
+    other exception is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     try: return _run(args)
     except InputError as e:
-        print(f"argen-lit {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0": print(f"argen-lit {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 def _run(args) -> int:
@@ -217,6 +285,13 @@ def _run(args) -> int:
         records = run_leaderboard(args.budget, args.paradigms, args.out_dir, args.device, args.seeds)
         print(leaderboard_table(records)); print(f"written to {Path(args.out_dir) / args.budget}")
         return 0
+    if args.command == "train":
+        r = train_paradigm(args.paradigm, args.budget, steps=args.steps, batch=args.batch, out_dir=args.out_dir,
+                           device=args.device, compile=args.compile, seed=args.seed, save_every=args.save_every)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"{r['paradigm']}: trained in {r['train_seconds']:.1f} s on {r['processes']} process(es) ({r['device']}); "
+                  f"weights {'identical on every process' if r['weights_agree'] else 'DIFFER between processes'}; in {r['run']}")
+        return 0 if r["weights_agree"] else 1
     if args.command == "exercises":
         from argen_lit.exercises import write_exercises
         records = write_exercises(args.out, force=args.force)

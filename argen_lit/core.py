@@ -4,22 +4,27 @@
 
 # %% ../nbs/00_core.ipynb #8438b5c7
 from __future__ import annotations
-import contextlib, functools, json, math, numbers, os, random, shutil, tempfile, typing, uuid
-from dataclasses import dataclass, asdict, fields
+import contextlib, contextvars, datetime, functools, json, math, numbers, os, random, shutil, tempfile, time, typing, uuid
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'InputError', 'InputTypeError', 'InputNotFoundError', 'check_number', 'check_tensor',
-           'check_batching', 'check_module', 'default_device', 'seed_everything', 'make_generator', 'cpu_has_bf16',
-           'autocast', 'Config', 'temp_dir', 'atomic_path', 'write_atomic', 'save_checkpoint', 'is_checkpoint',
-           'load_config', 'read_meta', 'load_checkpoint', 'load_model', 'progress', 'one_cycle', 'to_device',
-           'train_loop', 'eval_mode', 'n_params', 'check_ids']
+__all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'STATE_FILE', 'STATE_WEIGHTS', 'InputError', 'InputTypeError', 'InputNotFoundError',
+           'check_number', 'check_tensor', 'check_batching', 'check_module', 'default_device', 'seed_everything',
+           'make_generator', 'cpu_has_bf16', 'autocast', 'Config', 'temp_dir', 'atomic_path', 'write_atomic',
+           'save_checkpoint', 'write_folder', 'is_checkpoint', 'load_config', 'read_meta', 'load_checkpoint',
+           'load_model', 'progress', 'one_cycle', 'rank_and_world', 'is_main', 'launched_by_torchrun', 'distributed',
+           'on_main', 'all_reduce_sum', 'broadcast_from_main', 'shard', 'TrainSettings', 'current_train_settings',
+           'train_settings', 'save_train_state', 'load_train_state', 'to_device', 'train_loop', 'eval_mode', 'n_params',
+           'check_ids']
 
 # %% ../nbs/00_core.ipynb #82a27ca7
 class InputError(ValueError):
@@ -229,13 +234,20 @@ def save_checkpoint(model: nn.Module, directory: str | Path, config: Config | No
     if d.exists() and not d.is_dir(): raise InputError(f"directory: {str(d)!r} is a file, expected a checkpoint folder")
     others = sorted(p.name for p in d.iterdir() if p.name not in (CONFIG_FILE, WEIGHTS_FILE)) if d.is_dir() else []
     if others: raise InputError(f"directory: {str(d)!r} holds other files {others[:5]}; save into an empty or checkpoint folder")
-    d.parent.mkdir(parents=True, exist_ok=True)
+    record = {"config_class": type(config).__name__, "config": config.to_dict(), "meta": meta or {}}
+    def write(tmp):
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2))
+    return write_folder(d, write)
+
+def write_folder(directory: str | Path, write) -> Path:
+    """Fill a fresh temporary folder with `write(folder)`, flush its files and rename it to `directory` in one step
+    (an existing one is swapped out): a kill leaves the old folder or the new one, never half of one."""
+    d = Path(directory); d.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(d.parent, f".{d.name}.tmp-")
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE))
-        record = {"config_class": type(config).__name__, "config": config.to_dict(), "meta": meta or {}}
-        (tmp / CONFIG_FILE).write_text(json.dumps(record, indent=2))
-        for name in (WEIGHTS_FILE, CONFIG_FILE): _fsync(tmp / name)
+        write(tmp)
+        for f in sorted(tmp.iterdir()): _fsync(f)
         _swap_into_place(tmp, d)
     finally: shutil.rmtree(tmp, ignore_errors=True)
     return d
@@ -330,6 +342,198 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: f
     if steps < 10: return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
 
+# %% ../nbs/00_core.ipynb #ff5b13ec
+def rank_and_world() -> tuple[int, int]:
+    "(this process's rank, the number of processes training together): (0, 1) unless a process group is up."
+    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+def is_main() -> bool:
+    "Whether this process is the one that writes checkpoints and logs and prints: rank 0, or the only process."
+    return rank_and_world()[0] == 0
+
+def launched_by_torchrun() -> bool:
+    "Whether `torchrun` (or another launcher that sets its variables) started this process."
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+@contextlib.contextmanager
+def distributed(device: str | torch.device | None = None, timeout: float = 900.0):
+    """Join the process group that `torchrun` describes in the environment and yield this process's device: one GPU
+    per process (cuda:LOCAL_RANK) with NCCL, or the CPU with gloo. Outside torchrun it only yields the device. The
+    group is destroyed on the way out, after success or an error. `timeout`: seconds a collective waits for the others."""
+    check_number(timeout, "timeout", low=0, low_open=True)
+    dev = default_device(device)
+    if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
+        yield dev; return
+    if dev.type == "mps": raise InputError("device: torchrun with MPS is not supported; pass --device cpu")
+    if dev.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        if local >= torch.cuda.device_count():
+            raise InputError(f"device: process {local} of this node needs a GPU of its own; there are {torch.cuda.device_count()}")
+        dev = torch.device("cuda", local); torch.cuda.set_device(dev)
+    dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout))
+    try: yield dev
+    finally: dist.destroy_process_group()
+
+def on_main(fn, *args, **kwargs):
+    """Run `fn(*args, **kwargs)` on rank 0 alone (writing a file, making a folder) and share its outcome: every rank
+    returns its result or raises its error, so a failure there stops all ranks instead of leaving them waiting."""
+    rank, world = rank_and_world()
+    if world == 1: return fn(*args, **kwargs)
+    outcome, error = [None], None
+    if rank == 0:
+        try: outcome = [("ok", fn(*args, **kwargs))]
+        except Exception as e: error, outcome = e, [("input" if isinstance(e, InputError) else "bug", str(e))]
+    dist.broadcast_object_list(outcome, src=0)
+    kind, value = outcome[0]
+    if kind == "ok": return value
+    if error is not None: raise error
+    raise InputError(value) if kind == "input" else RuntimeError(f"rank 0 failed: {value}")
+
+def all_reduce_sum(*tensors: torch.Tensor) -> None:
+    "Sum each tensor over all processes, in place (a no-op in one process)."
+    if rank_and_world()[1] > 1:
+        for t in tensors: dist.all_reduce(t)
+
+def broadcast_from_main(*tensors: torch.Tensor) -> None:
+    "Overwrite each tensor with rank 0's, in place (a no-op in one process)."
+    if rank_and_world()[1] > 1:
+        for t in tensors: dist.broadcast(t, 0)
+
+def shard(batch, rank: int, world: int):
+    """This process's share of a batch: rows [rank B/world, (rank + 1) B/world) of every tensor in it (a tensor, or a
+    tuple/list/dict of them). Each process takes a slice of the same global batch, so `world` processes together
+    see what one process would."""
+    if world == 1: return batch
+    if isinstance(batch, torch.Tensor):
+        if batch.ndim == 0 or len(batch) % world:
+            raise InputError(f"batches: a batch of {len(batch) if batch.ndim else 0} rows cannot be split evenly over "
+                             f"{world} processes; choose a batch size that is a multiple of {world}")
+        n = len(batch) // world
+        return batch[rank * n:(rank + 1) * n]
+    if isinstance(batch, (tuple, list)): return type(batch)(shard(b, rank, world) for b in batch)
+    if isinstance(batch, dict): return {k: shard(v, rank, world) for k, v in batch.items()}
+    return batch
+
+# %% ../nbs/00_core.ipynb #fcdc78d7
+@dataclass
+class TrainSettings:
+    "What a `train_settings` block asks of every `train_loop` (and `recipes.train_or_load`) run inside it."
+    seed: int = 0                   # the seed `train_or_load` starts each model from
+    state_dir: Path | None = None   # where the loop keeps a resumable state (None: it keeps none)
+    save_every: int = 250           # steps between two saves of that state
+    log_path: Path | None = None    # one JSON line per step: step, loss, lr, seconds, items/s (and tokens/s)
+    compile: bool = False           # run each step through torch.compile
+    recipe: dict | None = None      # stored with the state: a state saved under another recipe is refused
+    loops: list = field(default_factory=lambda: [0], init=False)     # loops started in this block (their state folders)
+    resumed_seconds: list = field(default_factory=lambda: [0.0], init=False)  # training seconds before a resume
+
+    def __post_init__(self):
+        check_number(self.seed, "seed", low=0, high=2**32 - 1, integer=True)
+        check_number(self.save_every, "save_every", low=1, integer=True)
+        if not isinstance(self.compile, bool): raise InputTypeError(f"compile: expected True or False, got {self.compile!r}")
+        for name in ("state_dir", "log_path"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, os.PathLike)): raise InputTypeError(f"{name}: expected a path, got {v!r}")
+            if v is not None: setattr(self, name, Path(v))
+
+_SETTINGS = contextvars.ContextVar("argen_lit_train_settings", default=None)
+
+def current_train_settings() -> TrainSettings:
+    "The settings of the innermost `train_settings` block (the defaults outside any)."
+    s = _SETTINGS.get()
+    if s is None: _SETTINGS.set(s := TrainSettings())
+    return s
+
+@contextlib.contextmanager
+def train_settings(**changes):
+    "A block in which every training loop runs with `changes` to the current `TrainSettings`; yields the settings."
+    unknown = sorted(set(changes) - {f.name for f in fields(TrainSettings) if f.init})
+    if unknown: raise InputError(f"train_settings: no setting(s) {unknown}; expected some of {[f.name for f in fields(TrainSettings) if f.init]}")
+    s = replace(current_train_settings(), **changes)
+    token = _SETTINGS.set(s)
+    try: yield s
+    finally: _SETTINGS.reset(token)
+
+# %% ../nbs/00_core.ipynb #f42dff78
+STATE_FILE, STATE_WEIGHTS = "state.json", "state.safetensors"
+
+def _rng_state(generators) -> dict:
+    "This process's random streams: torch's (CPU and current GPU), NumPy's, Python's and the loop's own generators."
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+            "generators": [g.get_state() for g in generators], "numpy": np.random.get_state(), "python": random.getstate()}
+
+def _set_rng_state(r: dict, generators) -> None:
+    torch.set_rng_state(r["torch"])
+    if r["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(r["cuda"])
+    for g, s in zip(generators, r["generators"], strict=True): g.set_state(s)
+    np.random.set_state(r["numpy"]); random.setstate(r["python"])
+
+def save_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched, step: int,
+                     logged: list, seconds: float, generators=(), recipe: dict | None = None) -> None:
+    """The resumable state of a training loop after `step` steps, as one folder (safetensors + JSON, no pickles):
+    weights, optimizer moments, schedule, the values logged so far and every process's random streams. Every
+    process calls it (the streams are gathered); rank 0 writes."""
+    rank, world = rank_and_world()
+    streams = [None] * world
+    if world > 1: dist.all_gather_object(streams, _rng_state(generators))
+    else: streams = [_rng_state(generators)]
+    def write(tmp):
+        tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        opt_state = opt.state_dict()
+        kept = {}
+        for pid, entries in opt_state["state"].items():
+            for k, v in entries.items():
+                if isinstance(v, torch.Tensor): tensors[f"opt.{pid}.{k}"] = v.detach().contiguous().cpu()
+                else: kept.setdefault(str(pid), {})[k] = v
+        rngs = []
+        for r, s in enumerate(streams):
+            tensors[f"rng.{r}.torch"] = s["torch"]
+            if s["cuda"] is not None: tensors[f"rng.{r}.cuda"] = s["cuda"]
+            for j, g in enumerate(s["generators"]): tensors[f"rng.{r}.gen{j}"] = g
+            tensors[f"rng.{r}.numpy"] = torch.from_numpy(s["numpy"][1].astype(np.int64))
+            rngs.append({"numpy": [s["numpy"][0], *map(float, s["numpy"][2:])], "python": s["python"],
+                         "generators": len(s["generators"]), "cuda": s["cuda"] is not None})
+        save_file(tensors, str(tmp / STATE_WEIGHTS))
+        record = {"step": step, "logged": logged, "seconds": seconds, "world": world, "recipe": recipe,
+                  "scheduler": sched.state_dict(), "param_groups": opt_state["param_groups"], "opt_other": kept, "rng": rngs}
+        (tmp / STATE_FILE).write_text(json.dumps(record))
+    on_main(write_folder, directory, write)
+
+def load_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched, generators=(),
+                     recipe: dict | None = None) -> dict | None:
+    """Load a state saved by `save_train_state` into `model`, `opt` and `sched`; returns {step, logged, seconds, rng}
+    (this process's random streams, to set once the batches are replayed), or None when `directory` holds none.
+    A state saved under another recipe, by another number of processes, or for another model is refused."""
+    d = Path(directory); _restore(d)
+    if not (d / STATE_FILE).is_file(): return None
+    try: rec = json.loads((d / STATE_FILE).read_text()); tensors = load_file(str(d / STATE_WEIGHTS))
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
+        raise InputError(f"{d}: not a readable training state ({e}); remove the folder to start over") from None
+    rank, world = rank_and_world()
+    if rec["recipe"] != recipe:
+        raise InputError(f"recipe: {d} holds a run of {rec['recipe']}, not {recipe}; remove the folder to start over")
+    if rec["world"] != world:
+        raise InputError(f"{d} was saved by {rec['world']} process(es); resume it with --nproc-per-node {rec['world']}, "
+                         "or remove the folder to start over")
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try: model.load_state_dict(weights)
+    except RuntimeError as e: raise InputError(f"{d} does not fit the model: {str(e).splitlines()[0]}") from None
+    state = {}
+    for pid, entries in rec["opt_other"].items(): state[int(pid)] = dict(entries)
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, pid, name = k.split(".", 2); state.setdefault(int(pid), {})[name] = v
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rec["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups}); sched.load_state_dict(rec["scheduler"])
+    mine = rec["rng"][rank]
+    np_state = (mine["numpy"][0], tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), int(mine["numpy"][1]),
+                int(mine["numpy"][2]), mine["numpy"][3])
+    python = (mine["python"][0], tuple(mine["python"][1]), mine["python"][2])
+    rng = {"torch": tensors[f"rng.{rank}.torch"], "cuda": tensors.get(f"rng.{rank}.cuda"), "numpy": np_state, "python": python,
+           "generators": [tensors[f"rng.{rank}.gen{j}"] for j in range(mine["generators"])]}
+    return {"step": rec["step"], "logged": rec["logged"], "seconds": rec["seconds"], "rng": rng}
+
 # %% ../nbs/00_core.ipynb #aca61a11
 def to_device(batch, device):
     "A tensor, or a tuple/list/dict of tensors (and Nones), moved to `device`."
@@ -339,30 +543,115 @@ def to_device(batch, device):
     if isinstance(batch, dict): return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 
+class _LossStep(nn.Module):
+    "A model and its loss as one module, so DistributedDataParallel sees the whole step whatever methods the loss calls."
+    def __init__(self, model: nn.Module, loss_fn):
+        super().__init__(); self.model, self.loss_fn = model, loss_fn
+    def forward(self, batch): return self.loss_fn(self.model, batch)
+
+def _next_batch(batches, step: int, steps: int):
+    try: return next(batches)
+    except StopIteration: raise InputError(f"batches: the iterator ran out after {step} of {steps} steps (pass an endless one)") from None
+
+def _batch_size(batch) -> tuple[int, int | None]:
+    "(rows, tokens) of a batch: its first tensor's length, and that tensor's size when it holds token ids (B, T)."
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else [batch]
+    x = next((b for b in items if isinstance(b, torch.Tensor) and b.ndim), None)
+    if x is None: return 0, None
+    return len(x), x.numel() if x.ndim == 2 and not x.is_floating_point() else None
+
+def _agree_on_steps(start: int, steps: int, dev) -> None:
+    "All processes must start and stop at the same step (one would otherwise wait forever for the others' gradients)."
+    t = torch.tensor([steps, -steps, start, -start], device=dev); dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t[0].item() != steps or -t[1].item() != steps:
+        raise InputError(f"steps: the processes were asked for between {-t[1].item()} and {t[0].item()} steps; give them all the same")
+    if t[2].item() != start or -t[3].item() != start:
+        raise InputError(f"state_dir: the processes found states of steps {-t[3].item()} to {t[2].item()}; a resumable state "
+                         "must sit on a filesystem every process reads (or remove it to start over)")
+
+def _own_streams(rank: int, generators) -> None:
+    "Each process its own random streams (dropout, masks, noise), derived from the shared ones plus its rank."
+    base = int(torch.randint(2**62, (1,)).item())  # the same number on every process: their streams agree so far
+    torch.manual_seed(base + rank)
+    for g in generators: g.manual_seed(int(torch.randint(2**62, (1,), generator=g, device=g.device).item()) + rank)
+
+class _StepLog:
+    "One JSON line per step, appended to `path`; resuming at step k keeps the lines of steps 1..k (a cut line is dropped)."
+    def __init__(self, path: Path, start: int):
+        keep = []
+        if start and path.is_file():
+            for line in path.read_text().splitlines():
+                try: row = json.loads(line)
+                except json.JSONDecodeError: continue
+                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start: keep.append(line)
+        write_atomic(path, "".join(line + "\n" for line in keep))
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    def write(self, row: dict) -> None: os.write(self.fd, (json.dumps(row) + "\n").encode())  # one write per line
+    def close(self) -> None: os.close(self.fd)
+
 def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
                betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
-               amp: bool = True, cpu_bf16: bool = False, desc: str = "train") -> list[float]:
+               amp: bool = True, cpu_bf16: bool = False, desc: str = "train", generators=()) -> list[float]:
     """The course's one training loop: `steps` AdamW steps (one-cycle LR, gradient-norm clipping at `clip`, bf16
     autocast on CUDA when `amp`, and on a bf16-capable CPU too when `cpu_bf16`) on `loss_fn(model, batch)`, batches
-    drawn from the iterator `batches` and moved to the model's device. `loss_fn` returns a loss, or (loss, value to log); `params` defaults to all of the model's.
-    Returns the logged value of every step as floats; the model is in train mode during the loop, eval mode after."""
+    drawn from the iterator `batches` and moved to the model's device. `loss_fn` returns a loss, or (loss, value to
+    log); `params` defaults to all of the model's; `generators` are the loss's own random streams, if it has any.
+    Inside a `train_settings` block it also saves a resumable state every `save_every` steps (and resumes from one),
+    writes a log line per step and compiles the step. Under torchrun each process takes its slice of every batch and
+    DistributedDataParallel averages the gradients: N processes take the steps one process would on the same batches.
+    Returns the logged value of every step (averaged over processes); the model is in eval mode after."""
     check_module(model); check_number(steps, "steps", low=1, integer=True)
     if clip is not None: check_number(clip, "clip", low=0, low_open=True)
+    generators = list(generators)
+    if not all(isinstance(g, torch.Generator) for g in generators): raise InputTypeError("generators: expected torch.Generator objects")
+    s, (rank, world) = current_train_settings(), rank_and_world()
+    loop = s.loops[0]; s.loops[0] += 1
     params = list(model.parameters()) if params is None else list(params)
     dev = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
-    sched, batches, logged = one_cycle(opt, lr, steps, warmup), iter(batches), []
-    model.train()
-    for step in progress(range(steps), desc=desc):
-        try: batch = to_device(next(batches), dev)
-        except StopIteration: raise InputError(f"batches: the iterator ran out after {step} of {steps} steps (pass an endless one)") from None
-        with autocast(dev, enabled=amp, cpu=cpu_bf16): out = loss_fn(model, batch)
-        loss, value = out if isinstance(out, tuple) else (out, out)
-        opt.zero_grad(set_to_none=True); loss.backward()
-        if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step(); sched.step()
-        logged.append(value.item() if isinstance(value, torch.Tensor) else float(value))
+    sched = one_cycle(opt, lr, steps, warmup)
+    state = None if s.state_dir is None else s.state_dir / f"loop{loop}"
+    resumed = None if state is None else load_train_state(state, model, opt, sched, generators, s.recipe)
+    start, logged, before = (resumed["step"], list(resumed["logged"]), resumed["seconds"]) if resumed else (0, [], 0.0)
+    if world > 1:
+        _agree_on_steps(start, steps, dev)
+        if resumed is None: _own_streams(rank, generators)
+    step_fn = _LossStep(model, loss_fn)
+    if dist.is_available() and dist.is_initialized():  # under torchrun, as one process too: one code path for 1..N
+        step_fn = DDP(step_fn, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True)
+    if s.compile: step_fn = torch.compile(step_fn)
+    batches = iter(batches)
+    for k in range(start): _next_batch(batches, k, steps)  # replay: the batches the saved run had drawn
+    if resumed: _set_rng_state(resumed["rng"], generators)  # then every random stream as it was
+    log = _StepLog(s.log_path, start) if s.log_path is not None and rank == 0 else None
+    model.train(); t0 = tick = time.perf_counter()
+    try:
+        for step in progress(range(start, steps), desc=desc, total=steps, initial=start, disable=True if rank else None):
+            batch = _next_batch(batches, step, steps)
+            rows, tokens = _batch_size(batch)
+            batch = to_device(shard(batch, rank, world), dev)
+            with autocast(dev, enabled=amp, cpu=cpu_bf16): out = step_fn(batch)
+            loss, value = out if isinstance(out, tuple) else (out, out)
+            opt.zero_grad(set_to_none=True); loss.backward()
+            if clip is not None: torch.nn.utils.clip_grad_norm_(params, clip)
+            rate = opt.param_groups[0]["lr"]
+            opt.step(); sched.step()
+            value = value.detach().float().clone() if isinstance(value, torch.Tensor) else torch.tensor(float(value), device=dev)
+            if world > 1: all_reduce_sum(value); value /= world
+            logged.append(value.item())
+            now = time.perf_counter()
+            if log is not None:
+                row = {"step": step + 1, "loss": logged[-1], "lr": rate, "seconds": round(before + now - t0, 4),
+                       "items_per_s": round(rows / (now - tick), 2)}
+                if tokens is not None: row["tokens_per_s"] = round(tokens / (now - tick), 1)
+                log.write(row)
+            if state is not None and (step + 1) % s.save_every == 0 and step + 1 < steps:
+                save_train_state(state, model, opt, sched, step + 1, logged, before + now - t0, generators, s.recipe)
+            tick = time.perf_counter()  # a save's time counts in no step's rate
+    finally:
+        if log is not None: log.close()
     model.eval()
+    s.resumed_seconds[0] += before
     return logged
 
 # %% ../nbs/00_core.ipynb #6cf71a2e

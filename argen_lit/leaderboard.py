@@ -26,7 +26,7 @@ from .symbols import fit_symbols
 from .vq import fit_vq
 
 # %% auto #0
-__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'record_seeds', 'leaderboard_table', 'save_figure',
+__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'record_seeds', 'leaderboard_table', 'save_figure', 'run_folder',
            'run_leaderboard', 'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
@@ -101,7 +101,7 @@ def _check_paradigms(paradigms) -> list[str]:
     if twice: raise InputError(f"paradigms: {twice} named more than once")
     return names
 
-def _run_folder(out_dir: str | Path, b: Budget) -> Path:
+def run_folder(out_dir: str | Path, b: Budget) -> Path:
     "`out_dir/<budget>`, created, and stamped with the budget; a folder stamped with other settings is refused."
     run = Path(out_dir) / b.name
     try: run.mkdir(parents=True, exist_ok=True)
@@ -132,7 +132,7 @@ def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir
     b = replace(b, seeds=len(seeds))
     names = list(PARADIGMS) if paradigms is None else _check_paradigms(paradigms)
     if b.n_samples < 20: raise InputError(f"budget: n_samples must be at least 20 for KID and precision/recall, got {b.n_samples}")
-    run = _run_folder(out_dir, b)
+    run = run_folder(out_dir, b)
     if b.name == "pretrained":
         shipped = install_pretrained(run)
         if paradigms is None: names = [n for n in names if n in shipped]

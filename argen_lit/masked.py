@@ -79,7 +79,7 @@ def train_masked(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor 
     mask_ratios(1, kind)  # fail now on a bad kind, not inside the loop
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
     return train_on_tokens(model, tokens, labels, lambda m, x, y: masked_loss(m, x, y, kind, gen),
-                           steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16)
+                           steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16, generators=[gen])
 
 # %% ../nbs/50_masked.ipynb #a0a0b2cb
 ORDERS = ("confidence", "random")

@@ -173,7 +173,7 @@ def train_pixelcnn(model: nn.Module, images, labels, steps: int = 744, batch_siz
         return model.nll(xb, torch.where(drop, model.config.n_classes, yb)).mean()
     batches = endless(make_loader(images, labels, batch_size, seed=seed, drop_last=True))
     nats = train_loop(model, batches, nll, steps, lr, weight_decay=weight_decay, betas=(0.9, 0.999), warmup=0.05, clip=clip,
-                      amp=False, desc=f"train {type(model).__name__}")
+                      amp=False, desc=f"train {type(model).__name__}", generators=[g])
     return [bits_per_dim(n, images[0].numel()) for n in nats]
 
 # %% ../nbs/10_pixels.ipynb #e5f6de96

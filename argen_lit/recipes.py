@@ -4,14 +4,15 @@
 
 # %% ../nbs/04_recipes.ipynb #b78f18b6
 from __future__ import annotations
-import json
+import json, shutil
 import time
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
-from .core import InputError, check_number, is_checkpoint, read_meta, save_checkpoint, seed_everything
+from .core import (InputError, check_number, current_train_settings, is_checkpoint, on_main, rank_and_world, read_meta,
+                            save_checkpoint, seed_everything, train_settings)
 from .data import augment_digits, load_mnist5k
 from .transformer import TransformerConfig
 
@@ -92,21 +93,33 @@ def load_data(budget: Budget) -> Data:
 # %% ../nbs/04_recipes.ipynb #aad1d71a
 def train_or_load(directory: str | Path, build: Callable[[], nn.Module], fit: Callable[[nn.Module], object],
                   load: Callable[[Path], nn.Module], device, recipe: dict | None = None) -> tuple[nn.Module, float]:
-    """Load the model saved in `directory`, or build it (after `seed_everything(0)`), `fit` it and save it there.
-    Returns the model in eval mode and its training seconds. `recipe` (JSON-able) is saved with the model, and a
-    folder saved under a different recipe is refused (one saved without a recipe, by an earlier version, is loaded)."""
+    """Load the model saved in `directory`, or build it (after `seed_everything` with the settings' seed, 0 unless a
+    `core.train_settings` block says otherwise), `fit` it and save it there. Returns the model in eval mode and its
+    training seconds. `recipe` (JSON-able) is saved with the model, and a folder saved under a different recipe is
+    refused (one saved without a recipe, by an earlier version, is loaded). While it trains, every loop keeps a
+    resumable state in `.NAME.resume` beside the folder (a killed run, run again, goes on from there) and a log line
+    per step in `logs/NAME.jsonl`. Under torchrun rank 0 alone writes; every process returns the same model."""
     try: directory, recipe = Path(directory), json.loads(json.dumps(recipe or {}))  # as JSON would read it back
     except TypeError as e: raise InputError(f"recipe: expected JSON values (numbers, strings, lists, dicts): {e}") from None
-    if is_checkpoint(directory):
+    seed = current_train_settings().seed
+    if seed: recipe = {**recipe, "seed": seed}  # seed 0 is what every checkpoint before the setting was trained with
+    state = directory.parent / f".{directory.name}.resume"
+    if on_main(is_checkpoint, directory):
         meta = read_meta(directory)
         if meta.get("recipe", recipe) != recipe:
             raise InputError(f"recipe: {directory} was trained with {meta['recipe']}, not {recipe}; "
                              "remove the folder to retrain, or pick another")
+        on_main(shutil.rmtree, state, ignore_errors=True)  # a state left by a kill just after the save
         return load(directory).to(device).eval(), float(meta.get("train_seconds", 0.0))
-    seed_everything(0)
+    seed_everything(seed)
     model = build().to(device)
-    t0 = time.time(); fit(model); seconds = time.time() - t0
-    save_checkpoint(model, directory, meta={"train_seconds": seconds, "recipe": recipe})
+    t0 = time.time()
+    with train_settings(state_dir=state, log_path=directory.parent / "logs" / f"{directory.name}.jsonl", recipe=recipe) as s:
+        fit(model)
+    seconds = time.time() - t0 + s.resumed_seconds[0]
+    meta = {"train_seconds": seconds, "recipe": recipe, "processes": rank_and_world()[1]}
+    on_main(save_checkpoint, model, directory, meta=meta)
+    on_main(shutil.rmtree, state, ignore_errors=True)
     return model.eval(), seconds
 
 # %% ../nbs/04_recipes.ipynb #17708269

@@ -509,11 +509,13 @@ def _length_batches(tokens, labels, lengths, batch_size, seed, pool):
 
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                    seed: int = 0, desc: str = "train", cpu_bf16: bool = False, lengths: torch.Tensor | None = None) -> list[float]:
+                    seed: int = 0, desc: str = "train", cpu_bf16: bool = False, lengths: torch.Tensor | None = None,
+                    generators=()) -> list[float]:
     """`core.train_loop` over token sequences (B, T) or continuous tokens (B, T, C) in shuffled, cycling batches.
     `loss_fn(model, xb, yb)` returns a loss in nats (yb is None without labels); returns bits per step.
     `cpu_bf16`: bf16 autocast on a bf16-capable CPU too (`core.autocast`). `lengths` (B,): each sequence's length
-    without padding; batches then group similar lengths and drop the padding columns (`length_batches`)."""
+    without padding; batches then group similar lengths and drop the padding columns (`length_batches`).
+    `generators`: the loss's own random streams (`core.train_loop` saves them with a resumable state)."""
     check_number(steps, "steps", low=1, integer=True); check_number(batch_size, "batch_size", low=1, integer=True)
     check_tensor(tokens, "tokens", nonempty=True)
     if tokens.ndim not in (2, 3): raise InputError(f"tokens: expected ids (B, T) or vectors (B, T, C), got {tuple(tokens.shape)}")
@@ -521,7 +523,7 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
               else length_batches(tokens, labels, lengths, min(batch_size, len(tokens)), seed))
     step = (lambda m, b: loss_fn(m, *b)) if labels is not None else (lambda m, xb: loss_fn(m, xb, None))
     nats = train_loop(model, endless(loader) if lengths is None else loader, step, steps, lr, weight_decay=weight_decay, warmup=warmup, desc=desc,
-                      cpu_bf16=cpu_bf16)
+                      cpu_bf16=cpu_bf16, generators=generators)
     return [n / math.log(2) for n in nats]
 
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,

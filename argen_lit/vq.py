@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from .core import (Config, InputError, check_batching, check_ids, check_number, check_tensor, eval_mode,
-                            load_model, train_loop)
+from .core import (Config, InputError, all_reduce_sum, broadcast_from_main, check_batching, check_ids, check_number,
+                            check_tensor, eval_mode, load_model, train_loop)
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
@@ -126,14 +126,17 @@ class EMAVectorQuantizer(Quantizer):
     @torch.no_grad()
     def ema_update(self, flat, idx):
         onehot = F.one_hot(idx, self.n_codes).type(flat.dtype)
-        self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
-        self.embed_sum.mul_(self.decay).add_(onehot.T @ flat, alpha=1 - self.decay)
+        counts, sums = onehot.sum(0), onehot.T @ flat
+        all_reduce_sum(counts, sums)  # under torchrun: the whole batch's statistics, so every process's codebook agrees
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         n = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.eps) / (n + self.n_codes * self.eps) * n  # Laplace smoothing
         self.embed.copy_(self.embed_sum / smoothed[:, None])
         dead = self.cluster_size < self.dead_threshold
         if dead.any():  # restart dead codes at random encoder outputs of this batch
             pick = flat[torch.randint(len(flat), (int(dead.sum()),), device=flat.device)]
+            broadcast_from_main(pick)  # under torchrun: rank 0's picks for every process
             self.embed[dead], self.embed_sum[dead] = pick, pick * self.dead_threshold
             self.cluster_size[dead] = self.dead_threshold
             self.restarts += int(dead.sum())

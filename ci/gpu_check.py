@@ -10,6 +10,9 @@ Steps (each timed; one that fails is recorded and the next one runs):
   4. next_scale      next-scale vs raster (vq) images/s at batches 1, 16 and 256 on the shipped checkpoints
   5. masked          MaskGIT (T = 8) vs raster images/s at the same batches
   6. speculative     plain, SJD and GSD on the shipped raster prior at batch 1: passes per image and images/s
+  7. ddp             `argen-lit train vq --budget quick` as one process, then under torchrun on every GPU here (NCCL):
+                     images/s of each model, the ratio, the largest loss gap, whether all ranks hold the same weights
+                     (ci/bench_ddp.py; a dry run: 2 gloo processes on CPU)
 Asked for by name only (`--steps long_recipes`):
      long_recipes    the models that are compute-bound on 2 CPU cores (pixels, bytes, next-scale) trained with the
                      full recipe for `--long-steps` steps (same sizes as the shipped checkpoints, so they can replace
@@ -31,7 +34,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_accel, bench_transformer  # noqa: E402  (the two benchmarks this check runs at the GPU reference sizes)
+import bench_accel, bench_ddp, bench_transformer  # noqa: E402  (the benchmarks this check runs at the GPU reference sizes)
 
 TARGETS = {"decode_ms_per_step": 0.3, "train_tokens_per_s": 4e6}
 TINY_MODEL = ["--d", "32", "--layers", "1", "--heads", "2", "--vocab", "64"]
@@ -178,9 +181,16 @@ def pixel_transformer(ctx):
             "met": None if ctx["dry"] else bool(bpd <= 1.0 and m["class_accuracy"] >= 0.9)}
 
 
+def ddp(ctx):
+    "The VQ recipe trained as one process and as one process per GPU under torchrun (2 gloo processes in a dry run)."
+    n = 2 if ctx["dry"] else torch.cuda.device_count()
+    r = bench_ddp.compare(ctx["out"] / "ddp", "vq", "smoke" if ctx["dry"] else "quick", 12 if ctx["dry"] else 400, n, ctx["device"])
+    return {**r, "met": None if ctx["dry"] else bool(r["weights_agree"])}
+
+
 STEPS = {"cuda_tests": cuda_tests, "decode": decode, "train": train, "next_scale": next_scale, "masked": masked,
-         "speculative": speculative, "long_recipes": long_recipes, "pixel_transformer": pixel_transformer}
-DEFAULT_STEPS = ("cuda_tests", "decode", "train", "next_scale", "masked", "speculative")
+         "speculative": speculative, "ddp": ddp, "long_recipes": long_recipes, "pixel_transformer": pixel_transformer}
+DEFAULT_STEPS = ("cuda_tests", "decode", "train", "next_scale", "masked", "speculative", "ddp")
 
 
 def commit() -> str:
@@ -202,6 +212,8 @@ def summary(report: dict) -> str:
                   "masked": lambda: ", ".join(f"batch {x['batch']}: {x['ratio']:.2f}x" for x in r["rows"]),
                   "speculative": lambda: ", ".join(f"{x['sampler'].split(' ')[0]} {x['forward_passes_per_image']} passes, "
                                                    f"{x['images_per_s']:.1f}/s" for x in r["rows"]),
+                  "ddp": lambda: ", ".join(f"{x['model']} {x['ratio']:.2f}x" for x in r["rows"])
+                                 + f" ({r['nproc']} processes / 1; weights agree: {r['weights_agree']})",
                   "long_recipes": lambda: ", ".join(f"{x['paradigm']} {100 * x['class_accuracy']:.1f}% FID {x['fid']:.2f} "
                                                     f"({x['train_seconds']:.0f} s)" for x in r["rows"]),
                   "pixel_transformer": lambda: f"{r['bits_per_dim']:.4f} bits/dim, {100 * r['class_accuracy']:.1f}% at cfg 3, "

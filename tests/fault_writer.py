@@ -7,6 +7,7 @@ Run as a script by tests/test_faults.py; imported by it for the same toy paradig
 
     python tests/fault_writer.py leaderboard OUT_DIR      # KILL_AT=k (0: never), LIST_POINTS=1 prints them
     python tests/fault_writer.py overwrite CKPT_DIR
+    python tests/fault_writer.py train OUT_DIR            # a resumable training run (a state every 3 steps)
 """
 import os, pathlib, sys
 from dataclasses import dataclass
@@ -105,10 +106,35 @@ def overwrite_checkpoint(directory, seed: int):
     save_checkpoint(Toy(ToyConfig()), directory, meta={"seed": seed})
 
 
+def train_toy(run):
+    """12 steps of the toy, with noise from torch's global generator and from a generator of the loss's own, inside
+    `train_or_load` (which keeps a resumable state) saving every 3 steps; returns the trained model."""
+    from argen_lit.core import load_model, train_loop, train_settings
+    from argen_lit.recipes import train_or_load
+    ToyConfig, Toy, _, _ = toy_parts()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 784, generator=g), nn.functional.one_hot(torch.arange(64) % 10, 10).float()
+    own = torch.Generator().manual_seed(5)
+    def batches():
+        g = torch.Generator().manual_seed(1)
+        while True:
+            idx = torch.randint(64, (16,), generator=g)
+            yield y[idx], torch.randn(16, 16, generator=g), x[idx]
+    def loss(m, b):
+        noise = 0.05 * torch.randn(b[2].shape) + 0.05 * torch.randn(b[2].shape, generator=own)
+        return ((m(b[0], b[1]).sigmoid() - b[2] - noise) ** 2).mean()
+    fit = lambda m: train_loop(m, batches(), loss, 12, 1e-2, generators=[own])
+    with train_settings(save_every=3):
+        model, _ = train_or_load(pathlib.Path(run) / "toy", lambda: Toy(ToyConfig()), fit,
+                                 lambda d: load_model(Toy, ToyConfig, d), "cpu", recipe={"steps": 12})
+    return model
+
+
 if __name__ == "__main__":
     what, target = sys.argv[1], sys.argv[2]
     if what == "overwrite": overwrite_checkpoint(target, 0)  # the previous state, written before any kill point
     install_kill_points(int(os.environ.get("KILL_AT", "0")), os.environ.get("TORN") == "1", bool(os.environ.get("LIST_POINTS")))
     if what == "leaderboard": run_toy_leaderboard(target)
+    elif what == "train": train_toy(target)
     else: overwrite_checkpoint(target, 1)
     print("FINISHED", flush=True)

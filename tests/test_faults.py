@@ -94,3 +94,22 @@ def test_a_checkpoint_overwrite_killed_at_any_write_point_leaves_the_old_or_the_
         seen.add(seed)
     assert seen == {0}  # the new checkpoint appears only with the last rename, all at once
     assert read_meta(tmp_path / "clean")["seed"] == 1  # and a run that is not killed leaves the new one
+
+
+def test_a_training_run_killed_at_any_write_point_resumes_to_the_same_weights(tmp_path):
+    "Killed anywhere (mid-state, mid-log, mid-checkpoint), the same run started again ends with the weights of a clean run."
+    from fault_writer import train_toy
+    clean, points, killed = kill_cases("train", tmp_path)
+    assert {"rename loop0", "save_file state.safetensors", "write_text state.json", "rename toy"} <= set(points), points
+    want = load_file(str(clean / "toy/model.safetensors"))
+    resumed_from = set()
+    for (k, p, torn), target, _ in killed:
+        assert_files_whole(target)
+        state = target / ".toy.resume/loop0/state.json"
+        if state.is_file() and not is_checkpoint(target / "toy"): resumed_from.add(json.loads(state.read_text())["step"])
+        model = train_toy(target)  # the next run, in a fresh state
+        assert all(torch.equal(v, want[n]) for n, v in model.state_dict().items()), (k, p, torn)
+        assert not (target / ".toy.resume").exists()  # the state goes once the checkpoint is saved
+        logged = [json.loads(line)["step"] for line in (target / "logs/toy.jsonl").read_text().splitlines()]
+        assert logged == list(range(1, 13)), (k, p, logged)  # one line per step, none twice
+    assert resumed_from == {3, 6, 9}  # kills fell after each of the three saves, and those runs resumed from them

@@ -16,7 +16,7 @@ def test_the_dry_run_exercises_every_step_on_cpu(tmp_path):
     p = run("--dry-run", "--out", str(tmp_path))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     report = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert report["dry_run"] and list(report["steps"]) == ["cuda_tests", "decode", "train", "next_scale", "masked", "speculative"]
+    assert report["dry_run"] and list(report["steps"]) == ["cuda_tests", "decode", "train", "next_scale", "masked", "speculative", "ddp"]
     assert all(s["status"] == "ok" for s in report["steps"].values()), {k: s.get("error") for k, s in report["steps"].items()}
     steps = {k: s["result"] for k, s in report["steps"].items()}
     if not torch.cuda.is_available(): assert steps["cuda_tests"]["skipped"] >= 10 and not steps["cuda_tests"].get("passed")
@@ -26,8 +26,9 @@ def test_the_dry_run_exercises_every_step_on_cpu(tmp_path):
     for name in ("next_scale", "masked"): assert [r["batch"] for r in steps[name]["rows"]] == [1, 2]
     passes = {r["sampler"].split()[0]: r["forward_passes_per_image"] for r in steps["speculative"]["rows"]}
     assert passes["plain"] == 49 and 1 <= passes["SJD"] <= 49 and 1 <= passes["GSD"] <= 49
+    assert steps["ddp"]["nproc"] == 2 and steps["ddp"]["weights_agree"] and [r["model"] for r in steps["ddp"]["rows"]] == ["vq_prior", "vq_tokenizer"]
     md = (tmp_path / "gpu_check.md").read_text()
-    assert md.startswith("# GPU check: CPU (dry run)") and md.count("| ok |") == 6
+    assert md.startswith("# GPU check: CPU (dry run)") and md.count("| ok |") == 7
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where CUDA is absent")

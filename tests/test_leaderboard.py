@@ -3,7 +3,7 @@ import shutil
 import pytest
 from argen_lit.cli import main
 from argen_lit.eval import LEADERBOARD_COLUMNS as COLUMNS
-from argen_lit.leaderboard import _run_folder, leaderboard_table, read_leaderboard, run_leaderboard
+from argen_lit.leaderboard import run_folder, leaderboard_table, read_leaderboard, run_leaderboard
 from argen_lit.recipes import BUDGETS, get_budget
 
 
@@ -56,9 +56,9 @@ def test_a_stamp_without_newer_budget_fields_still_matches(tmp_path):
     run = tmp_path / "smoke"; run.mkdir()
     old = {k: v for k, v in json.loads(json.dumps(get_budget("smoke").__dict__)).items() if k != "tok_channels"}
     (run / "budget.json").write_text(json.dumps(old))  # written before tok_channels existed
-    assert _run_folder(tmp_path, get_budget("smoke")) == run
+    assert run_folder(tmp_path, get_budget("smoke")) == run
     (run / "budget.json").write_text(json.dumps({**old, "steps": 99}))
-    with pytest.raises(ValueError, match="budget"): _run_folder(tmp_path, get_budget("smoke"))
+    with pytest.raises(ValueError, match="budget"): run_folder(tmp_path, get_budget("smoke"))
 
 
 def test_table_lists_best_fid_first():
