@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #8438b5c7
 from __future__ import annotations
-import contextlib, contextvars, datetime, functools, json, math, numbers, os, random, shutil, tempfile, time, typing, uuid
+import contextlib, contextvars, datetime, functools, json, math, numbers, os, random, shutil, sys, tempfile, time, typing, uuid
 from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 import numpy as np
@@ -367,9 +367,10 @@ def distributed(device: str | torch.device | None = None, timeout: float = 900.0
         yield dev; return
     if dev.type == "mps": raise InputError("device: torchrun with MPS is not supported; pass --device cpu")
     if dev.type == "cuda":
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        if local >= torch.cuda.device_count():
-            raise InputError(f"device: process {local} of this node needs a GPU of its own; there are {torch.cuda.device_count()}")
+        local, here = int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        if max(local + 1, here) > torch.cuda.device_count():  # every process of the machine says so, its first one too
+            raise InputError(f"device: the {max(local + 1, here)} processes on this machine need a GPU each; it has "
+                             f"{torch.cuda.device_count()} (pass --nproc-per-node {torch.cuda.device_count()})")
         dev = torch.device("cuda", local); torch.cuda.set_device(dev)
     dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout))
     try: yield dev
@@ -408,7 +409,8 @@ def shard(batch, rank: int, world: int):
     if isinstance(batch, torch.Tensor):
         if batch.ndim == 0 or len(batch) % world:
             raise InputError(f"batches: a batch of {len(batch) if batch.ndim else 0} rows cannot be split evenly over "
-                             f"{world} processes; choose a batch size that is a multiple of {world}")
+                             f"{world} processes; every batch the recipe trains on must be a multiple of {world} "
+                             "(run with a number of processes that divides them all)")
         n = len(batch) // world
         return batch[rank * n:(rank + 1) * n]
     if isinstance(batch, (tuple, list)): return type(batch)(shard(b, rank, world) for b in batch)
@@ -464,13 +466,17 @@ def _rng_state(generators) -> dict:
             "generators": [g.get_state() for g in generators], "numpy": np.random.get_state(), "python": random.getstate()}
 
 def _set_rng_state(r: dict, generators) -> None:
-    torch.set_rng_state(r["torch"])
-    if r["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(r["cuda"])
-    for g, s in zip(generators, r["generators"], strict=True): g.set_state(s)
+    try:
+        torch.set_rng_state(r["torch"])
+        if r["cuda"] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(r["cuda"])
+        for g, s in zip(generators, r["generators"], strict=True): g.set_state(s)
+    except RuntimeError as e:  # a CUDA generator's state fed to a CPU one, or the other way round
+        raise InputError(f"device: the training state's random streams were saved on another device ({e}); resume on "
+                         "the device it was saved on, or remove the state folder to start over") from None
     np.random.set_state(r["numpy"]); random.setstate(r["python"])
 
 def save_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched, step: int,
-                     logged: list, seconds: float, generators=(), recipe: dict | None = None) -> None:
+                     logged: list, seconds: float, generators=(), recipe: dict | None = None, total_steps: int | None = None) -> None:
     """The resumable state of a training loop after `step` steps, as one folder (safetensors + JSON, no pickles):
     weights, optimizer moments, schedule, the values logged so far and every process's random streams. Every
     process calls it (the streams are gathered); rank 0 writes."""
@@ -495,43 +501,54 @@ def save_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.O
             rngs.append({"numpy": [s["numpy"][0], *map(float, s["numpy"][2:])], "python": s["python"],
                          "generators": len(s["generators"]), "cuda": s["cuda"] is not None})
         save_file(tensors, str(tmp / STATE_WEIGHTS))
-        record = {"step": step, "logged": logged, "seconds": seconds, "world": world, "recipe": recipe,
+        record = {"step": step, "steps": total_steps, "logged": logged, "seconds": seconds, "world": world, "recipe": json.loads(json.dumps(recipe)),
                   "scheduler": sched.state_dict(), "param_groups": opt_state["param_groups"], "opt_other": kept, "rng": rngs}
         (tmp / STATE_FILE).write_text(json.dumps(record))
     on_main(write_folder, directory, write)
 
 def load_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched, generators=(),
-                     recipe: dict | None = None) -> dict | None:
+                     recipe: dict | None = None, steps: int | None = None) -> dict | None:
     """Load a state saved by `save_train_state` into `model`, `opt` and `sched`; returns {step, logged, seconds, rng}
     (this process's random streams, to set once the batches are replayed), or None when `directory` holds none.
-    A state saved under another recipe, by another number of processes, or for another model is refused."""
-    d = Path(directory); _restore(d)
+    A state saved under another recipe, for another number of steps, by another number of processes, or for another
+    model or optimizer is refused with an InputError, before anything is loaded."""
+    d = Path(directory); on_main(_restore, d)  # rank 0 alone puts back a folder a kill left renamed aside
     if not (d / STATE_FILE).is_file(): return None
-    try: rec = json.loads((d / STATE_FILE).read_text()); tensors = load_file(str(d / STATE_WEIGHTS))
-    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError) as e:
-        raise InputError(f"{d}: not a readable training state ({e}); remove the folder to start over") from None
     rank, world = rank_and_world()
-    if rec["recipe"] != recipe:
-        raise InputError(f"recipe: {d} holds a run of {rec['recipe']}, not {recipe}; remove the folder to start over")
-    if rec["world"] != world:
-        raise InputError(f"{d} was saved by {rec['world']} process(es); resume it with --nproc-per-node {rec['world']}, "
+    unreadable = lambda why: InputError(f"{d}: not a readable training state ({why}); remove the folder to start over")
+    try:
+        rec, tensors = json.loads((d / STATE_FILE).read_text()), load_file(str(d / STATE_WEIGHTS))
+        saved_recipe, saved_steps, saved_world, mine = rec["recipe"], rec.get("steps"), rec["world"], rec["rng"][min(rank, len(rec["rng"]) - 1)]
+    except (json.JSONDecodeError, UnicodeDecodeError, SafetensorError, OSError, KeyError, TypeError, IndexError) as e:
+        raise unreadable(f"{type(e).__name__}: {e}") from None
+    if saved_recipe != json.loads(json.dumps(recipe)):  # compared as JSON reads it back (tuples are lists)
+        raise InputError(f"recipe: {d} holds a run of {saved_recipe}, not {recipe}; remove the folder to start over")
+    if steps is not None and saved_steps not in (None, steps):
+        raise InputError(f"steps: {d} holds a run of {saved_steps} steps, not {steps}; remove the folder to start over")
+    if saved_world != world:
+        raise InputError(f"{d} was saved by {saved_world} process(es); resume it with --nproc-per-node {saved_world}, "
                          "or remove the folder to start over")
     weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try: model.load_state_dict(weights)
-    except RuntimeError as e: raise InputError(f"{d} does not fit the model: {str(e).splitlines()[0]}") from None
-    state = {}
-    for pid, entries in rec["opt_other"].items(): state[int(pid)] = dict(entries)
+    own = model.state_dict()
+    misfit = sorted(set(own) ^ set(weights)) + sorted(k for k in own if k in weights and own[k].shape != weights[k].shape)
+    if misfit: raise InputError(f"{d} does not fit the model (names or shapes differ: {misfit[:5]}); remove the folder to start over")
+    state = {int(pid): dict(entries) for pid, entries in rec["opt_other"].items()}
     for k, v in tensors.items():
         if k.startswith("opt."):
             _, pid, name = k.split(".", 2); state.setdefault(int(pid), {})[name] = v
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in rec["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups}); sched.load_state_dict(rec["scheduler"])
-    mine = rec["rng"][rank]
-    np_state = (mine["numpy"][0], tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), int(mine["numpy"][1]),
-                int(mine["numpy"][2]), mine["numpy"][3])
-    python = (mine["python"][0], tuple(mine["python"][1]), mine["python"][2])
-    rng = {"torch": tensors[f"rng.{rank}.torch"], "cuda": tensors.get(f"rng.{rank}.cuda"), "numpy": np_state, "python": python,
-           "generators": [tensors[f"rng.{rank}.gen{j}"] for j in range(mine["generators"])]}
+    try: opt.load_state_dict({"state": state, "param_groups": groups})  # before the weights: a misfit changes nothing
+    except (ValueError, KeyError, RuntimeError) as e: raise InputError(f"{d} does not fit the optimizer ({e}); remove the folder to start over") from None
+    model.load_state_dict(weights); sched.load_state_dict(rec["scheduler"])
+    try:
+        np_state = (mine["numpy"][0], tensors[f"rng.{rank}.numpy"].numpy().astype(np.uint32), int(mine["numpy"][1]),
+                    int(mine["numpy"][2]), mine["numpy"][3])
+        python = (mine["python"][0], tuple(mine["python"][1]), mine["python"][2])
+        rng = {"torch": tensors[f"rng.{rank}.torch"], "cuda": tensors.get(f"rng.{rank}.cuda"), "numpy": np_state,
+               "python": python, "generators": [tensors[f"rng.{rank}.gen{j}"] for j in range(mine["generators"])]}
+    except (KeyError, IndexError, TypeError, ValueError) as e: raise unreadable(f"random streams: {type(e).__name__}: {e}") from None
+    if len(rng["generators"]) != len(generators):
+        raise InputError(f"generators: {d} holds {len(rng['generators'])} generator state(s), the loop has {len(generators)}")
     return {"step": rec["step"], "logged": rec["logged"], "seconds": rec["seconds"], "rng": rng}
 
 # %% ../nbs/00_core.ipynb #aca61a11
@@ -575,19 +592,29 @@ def _own_streams(rank: int, generators) -> None:
     torch.manual_seed(base + rank)
     for g in generators: g.manual_seed(int(torch.randint(2**62, (1,), generator=g, device=g.device).item()) + rank)
 
+def _trim_log(path: Path, start: int) -> None:
+    "Keep the lines of steps 1..`start` of a step log (a fresh, empty log when 0); a line cut by a kill is dropped."
+    keep = []
+    if start and path.is_file():
+        for line in path.read_text().splitlines():
+            try: row = json.loads(line)
+            except json.JSONDecodeError: continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start: keep.append(line)
+    write_atomic(path, "".join(line + "\n" for line in keep))
+
 class _StepLog:
-    "One JSON line per step, appended to `path`; resuming at step k keeps the lines of steps 1..k (a cut line is dropped)."
-    def __init__(self, path: Path, start: int):
-        keep = []
-        if start and path.is_file():
-            for line in path.read_text().splitlines():
-                try: row = json.loads(line)
-                except json.JSONDecodeError: continue
-                if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start: keep.append(line)
-        write_atomic(path, "".join(line + "\n" for line in keep))
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    def write(self, row: dict) -> None: os.write(self.fd, (json.dumps(row) + "\n").encode())  # one write per line
-    def close(self) -> None: os.close(self.fd)
+    "One JSON line per step, appended to `path` (trimmed by `_trim_log` first); a failed write warns once and stops logging."
+    def __init__(self, path: Path):
+        self.path, self.fd = path, os.open(path, os.O_WRONLY | os.O_APPEND)
+    def write(self, row: dict) -> None:
+        if self.fd is None: return
+        try: os.write(self.fd, (json.dumps(row) + "\n").encode())  # one write per line: a kill cuts one line at most
+        except OSError as e:  # a full disk must not stop training (nor leave the other processes waiting)
+            print(f"warning: {self.path}: {e}; the step log stops here", file=sys.stderr); self.close()
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError): os.close(fd)  # already closed when a write failed on it
 
 def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
                betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
@@ -598,7 +625,8 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
     log); `params` defaults to all of the model's; `generators` are the loss's own random streams, if it has any.
     Inside a `train_settings` block it also saves a resumable state every `save_every` steps (and resumes from one),
     writes a log line per step and compiles the step. Under torchrun each process takes its slice of every batch and
-    DistributedDataParallel averages the gradients: N processes take the steps one process would on the same batches.
+    DistributedDataParallel averages the gradients: for a loss averaged over rows, N processes take the steps one
+    process would on the same batches (to float rounding).
     Returns the logged value of every step (averaged over processes); the model is in eval mode after."""
     check_module(model); check_number(steps, "steps", low=1, integer=True)
     if clip is not None: check_number(clip, "clip", low=0, low_open=True)
@@ -611,19 +639,22 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
     sched = one_cycle(opt, lr, steps, warmup)
     state = None if s.state_dir is None else s.state_dir / f"loop{loop}"
-    resumed = None if state is None else load_train_state(state, model, opt, sched, generators, s.recipe)
+    resumed = None if state is None else load_train_state(state, model, opt, sched, generators, s.recipe, steps)
     start, logged, before = (resumed["step"], list(resumed["logged"]), resumed["seconds"]) if resumed else (0, [], 0.0)
     if world > 1:
         _agree_on_steps(start, steps, dev)
         if resumed is None: _own_streams(rank, generators)
     step_fn = _LossStep(model, loss_fn)
     if dist.is_available() and dist.is_initialized():  # under torchrun, as one process too: one code path for 1..N
-        step_fn = DDP(step_fn, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True)
+        step_fn = DDP(step_fn, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True,
+                      find_unused_parameters=True)  # some models own parameters a step never uses (next-scale's token table)
     if s.compile: step_fn = torch.compile(step_fn)
     batches = iter(batches)
     for k in range(start): _next_batch(batches, k, steps)  # replay: the batches the saved run had drawn
     if resumed: _set_rng_state(resumed["rng"], generators)  # then every random stream as it was
-    log = _StepLog(s.log_path, start) if s.log_path is not None and rank == 0 else None
+    log_path = s.log_path if s.log_path is None or loop == 0 else s.log_path.with_suffix(f".{loop}{s.log_path.suffix}")
+    if log_path is not None: on_main(_trim_log, log_path, start)
+    log = _StepLog(log_path) if log_path is not None and rank == 0 else None
     model.train(); t0 = tick = time.perf_counter()
     try:
         for step in progress(range(start, steps), desc=desc, total=steps, initial=start, disable=True if rank else None):
@@ -646,7 +677,7 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
                 if tokens is not None: row["tokens_per_s"] = round(tokens / (now - tick), 1)
                 log.write(row)
             if state is not None and (step + 1) % s.save_every == 0 and step + 1 < steps:
-                save_train_state(state, model, opt, sched, step + 1, logged, before + now - t0, generators, s.recipe)
+                save_train_state(state, model, opt, sched, step + 1, logged, before + now - t0, generators, s.recipe, steps)
             tick = time.perf_counter()  # a save's time counts in no step's rate
     finally:
         if log is not None: log.close()

@@ -25,6 +25,7 @@ if __name__ == "__main__":
         rank, world = rank_and_world()
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+        model.register_parameter("unused", nn.Parameter(torch.zeros(2)))  # a parameter no step uses, as next-scale's token table: DDP must not wait for it
         loss = lambda m, b: (m(b[0]) - b[1]).pow(2).mean()
         logged = train_loop(model, batches(), loss, 30, 3e-2, clip=0.5, desc="toy")
         (out / f"losses{rank}.json").write_text(json.dumps({"world": world, "losses": logged}))

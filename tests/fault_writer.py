@@ -2,7 +2,8 @@
 with `os._exit` -- no `finally`, no cleanup, exactly what SIGKILL leaves -- just before write point KILL_AT.
 
 Write points are the calls that put bytes on disk or move them into place: `os.replace`, `os.rename`, `os.fsync`,
-safetensors' `save_file`, `Path.write_text`/`write_bytes`. With TORN=1 a `write_*` point writes half its data first.
+safetensors' `save_file`, `Path.write_text`/`write_bytes`, and `os.write` (a step log's line, `write_line`). With
+TORN=1 a `write_*` point writes half its data first.
 Run as a script by tests/test_faults.py; imported by it for the same toy paradigm in-process.
 
     python tests/fault_writer.py leaderboard OUT_DIR      # KILL_AT=k (0: never), LIST_POINTS=1 prints them
@@ -74,7 +75,16 @@ def install_kill_points(kill_at: int, torn: bool, list_points: bool) -> None:
                 os._exit(137)
             return orig(self, data, *a, **k)
         setattr(pathlib.Path, name, f)
+    def wrap_os_write():  # a step log's line: one os.write each, cut in half when torn
+        orig = os.write
+        def f(fd, data):
+            if reached("write_line"):
+                if torn: orig(fd, data[: len(data) // 2])
+                os._exit(137)
+            return orig(fd, data)
+        os.write = f
     for name in ("replace", "rename", "fsync"): wrap(os, name)
+    wrap_os_write()
     wrap(core, "save_file")
     for name in ("write_text", "write_bytes"): wrap_write(name)
 

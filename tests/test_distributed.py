@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from argen_lit.core import (InputError, shard, train_loop, train_settings,
-                            write_atomic, _StepLog)
-from argen_lit.cli import train_budget
+                            write_atomic, _StepLog, _trim_log)
+from argen_lit.cli import recipe_batches, train_budget
 from argen_lit.leaderboard import run_folder, run_leaderboard
 from argen_lit.recipes import get_budget, read_meta
 from argen_lit.transformer import load_transformer
@@ -58,7 +58,7 @@ def vq_runs(tmp_path_factory):
     "The VQ paradigm's smoke recipe trained by `argen-lit train`, as one process and as two under torchrun."
     tmp = tmp_path_factory.mktemp("vq")
     with ThreadPoolExecutor(2) as pool:
-        plain, ddp = pool.map(lambda n: train(tmp / f"p{n}", n, "vq"), (1, 2))
+        plain, ddp = pool.map(lambda n: train(tmp / f"p{n}", n, "vq", "--save-every", "2"), (1, 2))  # states at steps 2, 4
     assert plain.returncode == 0 and ddp.returncode == 0, (plain.stderr[-3000:], ddp.stderr[-3000:])
     return tmp / "p1" / "smoke", tmp / "p2" / "smoke", ddp
 
@@ -85,36 +85,51 @@ def test_torchrun_writes_one_equivalent_checkpoint_the_leaderboard_reads(vq_runs
                                                                + read_meta(ddp / "vq_prior")["train_seconds"])
 
 
-def test_a_killed_run_started_again_ends_with_the_weights_of_an_unbroken_run(tmp_path):
-    "SIGKILL in the middle of the prior's training, then the same command: the same weights, bit for bit."
+def kill_and_resume(tmp: Path, processes: int) -> None:
+    """SIGKILL `argen-lit train masked` (on `processes` processes) in the middle of the prior's training, run the same
+    command again, and compare with an unbroken run: the same weights bit for bit, and the resumed log keeps the
+    killed run's lines up to its state (so it went on from there rather than starting over)."""
     args = ("masked", "--steps", "60", "--save-every", "10")
-    straight = train(tmp_path / "straight", 1, *args)
+    straight = train(tmp / "straight", processes, *args)
     assert straight.returncode == 0, straight.stderr[-2000:]
-    cmd = [CLI, "train", *args, "--out-dir", str(tmp_path / "killed"), "--device", "cpu"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed/smoke-steps60/.masked_prior.resume/loop0/state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (state.is_file() and json.loads(state.read_text())["step"] >= 20):
+    cmd = [CLI, "train", *args, "--out-dir", str(tmp / "killed"), "--device", "cpu"]
+    if processes > 1: cmd = [*TORCHRUN, f"--nproc-per-node={processes}", "--no-python", *cmd]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run_dir = tmp / "killed/smoke-steps60"
+    state, seen, deadline = run_dir / ".masked_prior.resume/loop0/state.json", 0, time.time() + 240
+    while time.time() < deadline and seen < 20:
+        try: seen = json.loads(state.read_text())["step"]
+        except (OSError, ValueError): pass  # not there yet, or being swapped for a newer one
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL); proc.wait()
-    saved = json.loads(state.read_text())["step"]
-    assert 20 <= saved < 60
-    again = train(tmp_path / "killed", 1, *args)
+    os.killpg(proc.pid, signal.SIGKILL); proc.wait()  # every process of the run, torchrun's workers too
+    assert 20 <= seen < 60, seen
+    before = (run_dir / "logs/masked_prior.jsonl").read_text().splitlines()
+    again = train(tmp / "killed", processes, *args)
     assert again.returncode == 0, again.stderr[-2000:]
     for folder in ("vq_tokenizer", "masked_prior"):
-        a = load_file(str(tmp_path / "straight/smoke-steps60" / folder / "model.safetensors"))
-        b = load_file(str(tmp_path / "killed/smoke-steps60" / folder / "model.safetensors"))
+        a = load_file(str(tmp / "straight/smoke-steps60" / folder / "model.safetensors"))
+        b = load_file(str(run_dir / folder / "model.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in a), folder
-    steps = [x["step"] for x in log(tmp_path / "killed/smoke-steps60", "masked_prior")]
-    assert steps == list(range(1, 61))  # the log goes on where the state was saved: no step missing, none twice
+    after = (run_dir / "logs/masked_prior.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in after] == list(range(1, 61))  # no step missing, none twice
+    assert after[:seen] == before[:seen]  # the killed run's own lines (their seconds too): it resumed, it did not restart
+
+
+def test_a_killed_run_started_again_ends_with_the_weights_of_an_unbroken_run(tmp_path):
+    kill_and_resume(tmp_path, 1)
+
+
+def test_a_killed_torchrun_run_resumes_on_two_processes_to_the_same_weights(tmp_path):
+    kill_and_resume(tmp_path, 2)
 
 
 def test_bad_input_under_torchrun_is_one_clear_error_from_rank_0_and_no_hang(tmp_path):
     other = tmp_path / "other"
     run_folder(other, get_budget("quick").__class__(**{**get_budget("smoke").__dict__, "width": 64}))  # smoke's name, other settings
     cases = {  # (processes, arguments) -> what the one error line says
-        (4, ("vq", "--batch", "2")): "batch: a global batch of 2 cannot be split evenly over 4 processes",
-        (2, ("vq", "--batch", "5")): "batch: a global batch of 5 cannot be split evenly over 2 processes",
+        (4, ("vq", "--batch", "2")): "batch: a global batch (--batch) of 2 rows cannot be split evenly over 4 processes",
+        (2, ("vq", "--batch", "5")): "batch: a global batch (--batch) of 5 rows cannot be split evenly over 2 processes",
+        (3, ("vq", "--batch", "48")): "batch: the tokenizer's batch of 64 rows cannot be split evenly over 3 processes",
         (2, ("diffusion",)): "paradigm: expected one of",
         (2, ("vq", "--out-dir", str(other))): "was made with",
     }
@@ -146,35 +161,49 @@ def test_train_settings_and_budgets_refuse_bad_values():
         with pytest.raises(InputError, match=next(iter(bad))): train_settings(**bad).__enter__()
     assert train_budget("quick", steps=500).name == "quick-steps500" and train_budget("quick", steps=500).slow_steps is None
     assert train_budget("smoke", batch=16).name == "smoke-batch16" and train_budget("full") == get_budget("full")
+    assert train_budget("quick", seed=3).name == "quick-seed3" and train_budget("quick", seed=3).steps == get_budget("quick").steps
+    assert recipe_batches("bytes", get_budget("quick")) == {"the LM's batch (--batch / 2)": 32}
+    assert recipe_batches("vq", get_budget("smoke")) == {"a global batch (--batch)": 8, "the tokenizer's batch": 64}
     with pytest.raises(InputError, match="steps"): train_budget("smoke", steps=0)
     with pytest.raises(InputError, match="pretrained"): train_budget("pretrained")
 
 
-def _toy_loop(state_dir, steps=8, recipe=None, width=4):
+def _toy_loop(state_dir, steps=8, recipe=None, width=4, only_weight=False, model=None):
     torch.manual_seed(0)
-    model = torch.nn.Linear(3, width)
+    model = model or torch.nn.Linear(3, width)
     batches = iter(lambda: torch.randn(4, 3), None)
     with train_settings(state_dir=state_dir, save_every=3, recipe=recipe):
-        train_loop(model, batches, lambda m, b: m(b).pow(2).mean(), steps, 1e-2)
+        train_loop(model, batches, lambda m, b: m(b).pow(2).mean(), steps, 1e-2, params=[model.weight] if only_weight else None)
     return model
 
 
-def test_a_state_from_another_recipe_world_or_model_is_refused_by_name(tmp_path):
-    _toy_loop(tmp_path, recipe={"steps": 8})
+def test_a_state_that_does_not_belong_to_the_run_is_refused_by_name_and_changes_nothing(tmp_path):
+    _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)})
     assert json.loads((tmp_path / "loop0/state.json").read_text())["step"] == 6
-    with pytest.raises(InputError, match=r"recipe: .* holds a run of \{'steps': 8\}"): _toy_loop(tmp_path, recipe={"steps": 9})
-    with pytest.raises(InputError, match="does not fit the model"): _toy_loop(tmp_path, recipe={"steps": 8}, width=5)
+    _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)})  # a tuple in the recipe reads back as a list: still resumes
+    with pytest.raises(InputError, match=r"recipe: .* holds a run of \{'steps': 8"): _toy_loop(tmp_path, recipe={"steps": 9})
+    with pytest.raises(InputError, match="steps: .* holds a run of 8 steps, not 12"):
+        _toy_loop(tmp_path, steps=12, recipe={"steps": 8, "sizes": (3, 4)})
+    with pytest.raises(InputError, match="does not fit the model"): _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)}, width=5)
+    torch.manual_seed(1); fresh = torch.nn.Linear(3, 4); kept = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(InputError, match="does not fit the optimizer"):
+        _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)}, only_weight=True, model=fresh)
+    assert all(torch.equal(kept[k], v) for k, v in fresh.state_dict().items())  # refused before any weight was loaded
     rec = json.loads((tmp_path / "loop0/state.json").read_text()); rec["world"] = 2
     write_atomic(tmp_path / "loop0/state.json", json.dumps(rec))
-    with pytest.raises(InputError, match="saved by 2 process"): _toy_loop(tmp_path, recipe={"steps": 8})
+    with pytest.raises(InputError, match="saved by 2 process"): _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)})
+    del rec["rng"]; write_atomic(tmp_path / "loop0/state.json", json.dumps(rec))
+    with pytest.raises(InputError, match="not a readable training state .*KeyError"): _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)})
     (tmp_path / "loop0/state.json").write_text("{not json")
-    with pytest.raises(InputError, match="not a readable training state"): _toy_loop(tmp_path, recipe={"steps": 8})
+    with pytest.raises(InputError, match="not a readable training state"): _toy_loop(tmp_path, recipe={"steps": 8, "sizes": (3, 4)})
 
 
 def test_the_step_log_keeps_the_steps_before_a_resume_and_drops_a_cut_line(tmp_path):
     path = tmp_path / "log.jsonl"
     path.write_text("".join(json.dumps({"step": k, "loss": 1.0}) + "\n" for k in range(1, 6)) + '{"step": 6, "lo')
-    log = _StepLog(path, 3); log.write({"step": 4, "loss": 0.5}); log.close()
+    _trim_log(path, 3); log = _StepLog(path); log.write({"step": 4, "loss": 0.5}); log.close()
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3, 4]
-    log = _StepLog(path, 0); log.close()
+    _trim_log(path, 0)
     assert path.read_text() == ""  # a fresh run starts a fresh log
+    log = _StepLog(path); os.close(log.fd)  # a write that fails (here: a closed file) warns and stops the log, not the run
+    log.write({"step": 1}); log.write({"step": 2}); assert log.fd is None

@@ -47,6 +47,8 @@ def assert_files_whole(run: Path):
     for f in run.rglob("*"):
         if not f.is_file() or any(part.startswith(".") for part in f.relative_to(run).parts): continue
         if f.suffix == ".json": json.loads(f.read_text())
+        elif f.suffix == ".jsonl" and f.parent.name == "logs":  # a step log is appended to: a kill may cut its last line
+            [json.loads(line) for line in f.read_text().splitlines()[:-1]]
         elif f.suffix == ".jsonl": [json.loads(line) for line in f.read_text().splitlines()]
         elif f.suffix == ".npy": np.load(f, allow_pickle=False)
         elif f.suffix == ".safetensors": load_file(str(f))
@@ -97,19 +99,26 @@ def test_a_checkpoint_overwrite_killed_at_any_write_point_leaves_the_old_or_the_
 
 
 def test_a_training_run_killed_at_any_write_point_resumes_to_the_same_weights(tmp_path):
-    "Killed anywhere (mid-state, mid-log, mid-checkpoint), the same run started again ends with the weights of a clean run."
+    """Killed anywhere (mid-state, mid-log-line, mid-checkpoint), the same run started again ends with the weights of a
+    clean run; one that had saved a state goes on from it (the killed run's log lines stay) rather than starting over."""
     from fault_writer import train_toy
     clean, points, killed = kill_cases("train", tmp_path)
     assert {"rename loop0", "save_file state.safetensors", "write_text state.json", "rename toy"} <= set(points), points
+    assert sum(p == "write_line" for p in points) == 12  # one per step
     want = load_file(str(clean / "toy/model.safetensors"))
     resumed_from = set()
     for (k, p, torn), target, _ in killed:
         assert_files_whole(target)
+        log = target / "logs/toy.jsonl"
+        before = log.read_text().splitlines() if log.is_file() else []
         state = target / ".toy.resume/loop0/state.json"
-        if state.is_file() and not is_checkpoint(target / "toy"): resumed_from.add(json.loads(state.read_text())["step"])
+        saved = json.loads(state.read_text())["step"] if state.is_file() and not is_checkpoint(target / "toy") else 0
         model = train_toy(target)  # the next run, in a fresh state
         assert all(torch.equal(v, want[n]) for n, v in model.state_dict().items()), (k, p, torn)
         assert not (target / ".toy.resume").exists()  # the state goes once the checkpoint is saved
-        logged = [json.loads(line)["step"] for line in (target / "logs/toy.jsonl").read_text().splitlines()]
-        assert logged == list(range(1, 13)), (k, p, logged)  # one line per step, none twice
+        after = log.read_text().splitlines()
+        assert [json.loads(line)["step"] for line in after] == list(range(1, 13)), (k, p, after)  # one line per step, none twice
+        if saved:  # it resumed: the lines of the steps before the state are the killed run's own (their seconds too)
+            resumed_from.add(saved)
+            assert after[:saved] == before[:saved], (k, p)
     assert resumed_from == {3, 6, 9}  # kills fell after each of the three saves, and those runs resumed from them
