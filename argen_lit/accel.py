@@ -10,29 +10,46 @@ import torch.nn.functional as F
 from einops import rearrange
 from .core import InputError, check_ids, check_number, check_tensor, eval_mode
 from .transformer import Guidance, Transformer, apply_rope, rope_angles, token_probs
+from fastcore.basics import patch
+
 
 # %% auto #0
-__all__ = ['DECODE_MODES', 'code_neighbours', 'speculative_jacobi', 'StaticDecoder', 'ms_per_step']
+__all__ = ['DECODE_MODES', 'verify_window', 'speculative_jacobi', 'code_neighbours', 'group_probs', 'StaticDecoder',
+           'ms_per_step']
 
-# %% ../nbs/70_acceleration.ipynb #0449ce63
-def code_neighbours(codebook: torch.Tensor, k: int) -> torch.Tensor:
-    "Groups for GSD: the k nearest codebook entries of every code (itself first), (V, k) ids."
-    check_tensor(codebook, "codebook", ndim=2, nonempty=True); check_number(k, "k", low=1, high=len(codebook), integer=True)
-    return torch.cdist(codebook.float(), codebook.float()).topk(k, dim=1, largest=False).indices
-
+# %% ../nbs/70_acceleration.ipynb #61d68677
 def _draw(probs: torch.Tensor, generator) -> torch.Tensor:
     return torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).reshape(probs.shape[:-1])
 
+def verify_window(p: torch.Tensor, q: torch.Tensor, d: torch.Tensor, pd: torch.Tensor, qd: torch.Tensor,
+                  generator: torch.Generator | None = None, bonus: bool = True) -> tuple[torch.Tensor, int]:
+    """Speculative sampling's test on a window of W guesses `d` (B, W), drawn from `q` (B, W, V), against the model's
+    `p` (B, W + 1, V); `pd`, `qd` (B, W) are the probabilities compared (p(d) and q(d), or a group's for GSD).
+    Returns the tokens kept, (B, m + 1): the leading run of m passed guesses, then the token at the first refusal (a
+    draw from the residual max(0, p - q)) or, when all W passed and `bonus`, one free draw from p's last position.
+    A batch keeps its slowest row's run; a row whose guess at m passed keeps that guess."""
+    B, W = d.shape
+    ok = (torch.rand(B, W, device=d.device, generator=generator) * qd < pd).long().cumprod(1)  # leading passed run
+    m = int(ok.sum(1).min())
+    if m < W:
+        resid = (p[:, m] - q[:, m]).clamp(min=0)
+        resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, m])   # p == q: draw from p
+        last = torch.where(ok[:, m].bool(), d[:, m], _draw(resid, generator))
+    elif bonus: last = _draw(p[:, W], generator)
+    else: return d, m
+    return torch.cat([d[:, :m], last[:, None]], 1), m
+
+# %% ../nbs/70_acceleration.ipynb #0c819da2
 @torch.no_grad()
 def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, window: int = 8, cfg_scale: float = 1.0,
                        temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
                        generator: torch.Generator | None = None, groups: torch.Tensor | None = None,
                        group_gap: float | None = None, group_rank: int | None = None, stats: dict | None = None) -> torch.Tensor:
     """Raster-order token ids (B, n_tokens) by speculative Jacobi decoding: `window` guesses checked per forward pass
-    with the lossless speculative-sampling test (or, with `groups` (V, k), GSD's grouped test; with `group_gap`, a
-    neighbour counts only if the model gives it a probability within `group_gap` of the guess's; with `group_rank`,
-    only if its rank under the model is within `group_rank` places of the guess's). `stats`, if given,
-    gets 'passes' and 'tokens_per_pass'."""
+    with the lossless speculative-sampling test (or, with `groups` (V, k), GSD's grouped test, `group_probs`).
+    `stats`, if given, gets 'passes', 'tokens_per_pass', and per token position 'pass_of_token' (the pass that kept
+    it) and 'drawn' (True where the pass drew that token at a refusal or as its free token rather than keeping a
+    guess; in a batch, where any row drew it: a row whose guess passed there keeps the guess)."""
     check_number(window, "window", low=1, integer=True)
     check_number(n_tokens, "n_tokens", low=1, integer=True)
     c, dev = model.config, next(model.parameters()).device
@@ -50,6 +67,7 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
     out = torch.empty(B, n_tokens, dtype=torch.long, device=dev)
     draft = torch.randint(0, V, (B, n_tokens), device=dev, generator=generator)   # fresh guesses: q uniform
     q = torch.full((B, n_tokens, V), 1.0 / V, device=dev)
+    pass_of, drawn = torch.zeros(n_tokens, dtype=torch.long), torch.zeros(n_tokens, dtype=torch.bool)
     n, passes = 0, 0
     with eval_mode(model):
         while n < n_tokens:
@@ -61,37 +79,41 @@ def speculative_jacobi(model: Transformer, n_tokens: int, labels: torch.Tensor, 
             p = token_probs(logits, temperature, top_k, top_p)          # (B, W + 1, V): position j is token n + j
             pw, qw = p[:, :W], q[:, n:n + W]
             if groups is None: pd, qd = pw.gather(-1, d[..., None])[..., 0], qw.gather(-1, d[..., None])[..., 0]
-            else:
-                g = groups.to(dev)[d]                                     # (B, W, k) group of each guess
-                pg, qg = pw.gather(-1, g), qw.gather(-1, g)
-                near = torch.ones_like(pg, dtype=torch.bool)
-                if group_gap is not None:   # GSD's filter: a likely neighbour may not vouch for an unlikely guess
-                    near &= (pg - pw.gather(-1, d[..., None])).abs() < group_gap
-                if group_rank is not None:  # nor may one many places above it in the model's ranking
-                    rank = pw.argsort(-1, descending=True).argsort(-1)
-                    near &= (rank.gather(-1, g) - rank.gather(-1, d[..., None])).abs() <= group_rank
-                pg, qg = pg * near, qg * near
-                pd, qd = pg.sum(-1), qg.sum(-1)
-            u = torch.rand(B, W, device=dev, generator=generator)
-            ok = (u * qd < pd).long().cumprod(1)                          # leading run of passed guesses
-            m = int(ok.sum(1).min())                                      # the batch keeps its slowest row's run
-            out[:, n:n + m] = d[:, :m]
-            if m < W:   # rows refused at m draw from the residual; rows that passed keep their guess
-                resid = (p[:, m] - q[:, n + m]).clamp(min=0)
-                resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, p[:, m])  # p == q: draw from p
-                out[:, n + m] = torch.where(ok[:, m].bool(), d[:, m], _draw(resid, generator))
-            elif n + W < n_tokens: out[:, n + W] = _draw(p[:, W], generator)   # all passed: one more from the last position
-            kept = min(m + 1, n_tokens - n)
+            else: pd, qd = group_probs(pw, qw, d, groups, group_gap, group_rank)   # GSD (section 3)
+            kept, m = verify_window(p, qw, d, pd, qd, generator, bonus=n + W < n_tokens)
+            out[:, n:n + kept.shape[1]] = kept
+            pass_of[n:n + kept.shape[1]] = passes; drawn[n + m:n + kept.shape[1]] = True
             cache.crop(n + 1 + m)   # class or x_{n-1}, then the m kept guesses, stay cached
-            n += kept
-            ahead = min(W + 1 - (m + 1), n_tokens - n)                     # window positions after the kept tokens
+            n += kept.shape[1]
+            ahead = min(W - m, n_tokens - n)                               # window positions after the kept tokens
             if ahead > 0:   # Jacobi update: new guesses from this pass's predictions there
                 fresh = p[:, m + 1:m + 1 + ahead]
                 draft[:, n:n + ahead], q[:, n:n + ahead] = _draw(fresh, generator), fresh
-    if stats is not None: stats.update(passes=passes, tokens_per_pass=n_tokens / passes)
+    if stats is not None: stats.update(passes=passes, tokens_per_pass=n_tokens / passes, pass_of_token=pass_of, drawn=drawn)
     return out
 
-# %% ../nbs/70_acceleration.ipynb #f78eb986
+# %% ../nbs/70_acceleration.ipynb #8b55e3b3
+def code_neighbours(codebook: torch.Tensor, k: int) -> torch.Tensor:
+    "Groups for GSD: the k nearest codebook entries of every code (itself first), (V, k) ids."
+    check_tensor(codebook, "codebook", ndim=2, nonempty=True); check_number(k, "k", low=1, high=len(codebook), integer=True)
+    return torch.cdist(codebook.float(), codebook.float()).topk(k, dim=1, largest=False).indices
+
+def group_probs(pw: torch.Tensor, qw: torch.Tensor, d: torch.Tensor, groups: torch.Tensor, group_gap: float | None = None,
+                group_rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """GSD's test probabilities for guesses `d` (B, W): p and q (B, W, V) summed over each guess's group `groups[d]`.
+    With `group_gap`, a neighbour counts only if the model gives it a probability within `group_gap` of the guess's;
+    with `group_rank`, only if its rank under the model is within `group_rank` places of the guess's."""
+    g = groups.to(pw.device)[d]                                     # (B, W, k) group of each guess
+    pg, qg = pw.gather(-1, g), qw.gather(-1, g)
+    near = torch.ones_like(pg, dtype=torch.bool)
+    if group_gap is not None:   # a likely neighbour may not vouch for an unlikely guess
+        near &= (pg - pw.gather(-1, d[..., None])).abs() < group_gap
+    if group_rank is not None:  # nor may one many places above it in the model's ranking
+        rank = pw.argsort(-1, descending=True).argsort(-1)
+        near &= (rank.gather(-1, g) - rank.gather(-1, d[..., None])).abs() <= group_rank
+    return (pg * near).sum(-1), (qg * near).sum(-1)
+
+# %% ../nbs/70_acceleration.ipynb #9ad7f1c6
 DECODE_MODES = ("eager", "compile", "cuda-graph")
 
 class StaticDecoder:
@@ -130,49 +152,54 @@ class StaticDecoder:
         if self.temperature == 0: return logits.argmax(-1, keepdim=True)
         return (logits / self.temperature - torch.log(-torch.log(noise.clamp(1e-20, 1 - 1e-7)))).argmax(-1, keepdim=True)
 
-    def _step(self) -> torch.Tensor:
-        m, pos = self.model, self.pos.view(1)
-        x = m.tok_emb(self.cfg.double(self.tok))
-        if m.pos_emb is not None: x = x + m.pos_emb.weight.index_select(0, pos).to(x.dtype)
-        rot = (self.cos.index_select(0, pos), self.sin.index_select(0, pos))
-        visible = (self.slots <= self.pos)[None, :]   # (1, slots): the filled cache positions
-        for i, blk in enumerate(m.blocks):
-            a = blk.attn
-            q, k, v = rearrange(a.qkv(blk.norm1(x)), "b t (three h d) -> three b h t d", three=3, h=a.n_heads)
-            q, k = apply_rope(q, rot), apply_rope(k, rot)
-            kc, vc = self.cache.k[i], self.cache.v[i]
-            kc.index_copy_(2, pos, k.to(kc.dtype)); vc.index_copy_(2, pos, v.to(vc.dtype))
-            o = F.scaled_dot_product_attention(q, kc.to(q.dtype), vc.to(q.dtype), attn_mask=visible)
-            x = x + a.proj(rearrange(o, "b h t d -> b t (h d)"))
-            x = x + blk.mlp(blk.norm2(x))
-        return self.pick(m.head(m.norm(x))[:, -1], self.noise)
+# %% ../nbs/70_acceleration.ipynb #f369c1b3
+@patch
+def _step(self: StaticDecoder) -> torch.Tensor:
+    m, pos = self.model, self.pos.view(1)
+    x = m.tok_emb(self.cfg.double(self.tok))
+    if m.pos_emb is not None: x = x + m.pos_emb.weight.index_select(0, pos).to(x.dtype)
+    rot = (self.cos.index_select(0, pos), self.sin.index_select(0, pos))
+    visible = (self.slots <= self.pos)[None, :]   # (1, slots): the filled cache positions
+    for i, blk in enumerate(m.blocks):
+        a = blk.attn
+        q, k, v = rearrange(a.qkv(blk.norm1(x)), "b t (three h d) -> three b h t d", three=3, h=a.n_heads)
+        q, k = apply_rope(q, rot), apply_rope(k, rot)
+        kc, vc = self.cache.k[i], self.cache.v[i]
+        kc.index_copy_(2, pos, k.to(kc.dtype)); vc.index_copy_(2, pos, v.to(vc.dtype))
+        o = F.scaled_dot_product_attention(q, kc.to(q.dtype), vc.to(q.dtype), attn_mask=visible)
+        x = x + a.proj(rearrange(o, "b h t d -> b t (h d)"))
+        x = x + blk.mlp(blk.norm2(x))
+    return self.pick(m.head(m.norm(x))[:, -1], self.noise)
 
-    def _capture(self):
-        s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3): self._step()   # warm-up writes land in the cache, which `sample` overwrites
-        torch.cuda.current_stream().wait_stream(s)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph): out = self._step()
-        def replay(): graph.replay(); return out
-        return replay
+# %% ../nbs/70_acceleration.ipynb #698e9d6b
+@patch
+def _capture(self: StaticDecoder):
+    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3): self._step()   # warm-up writes land in the cache, which `sample` overwrites
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph): out = self._step()
+    def replay(): graph.replay(); return out
+    return replay
 
-    @torch.no_grad()
-    def sample(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        "Token ids (B, n_tokens) for `labels` (B,): the class token through the model, then one fixed-shape step per token."
-        if len(labels) != self.B: raise InputError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
-        m, dev = self.model, self.slots.device
-        lab = Guidance(labels, m.config.null_class, self.cfg.scale, dev).labels
-        self.cache.length = 0
-        out = torch.empty(self.B, self.n_tokens, dtype=torch.long, device=dev)
-        with eval_mode(m):
-            first = m(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=self.cache)[:, -1]
-            out[:, :1] = self.pick(first, torch.rand(self.noise.shape, device=dev, generator=generator))
-            for i in range(1, self.n_tokens):
-                self.tok.copy_(out[:, i - 1:i]); self.pos.fill_(i)
-                self.noise.copy_(torch.rand(self.noise.shape, device=dev, generator=generator))
-                out[:, i:i + 1] = self.run()
-        return out
+@patch
+@torch.no_grad()
+def sample(self: StaticDecoder, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    "Token ids (B, n_tokens) for `labels` (B,): the class token through the model, then one fixed-shape step per token."
+    if len(labels) != self.B: raise InputError(f"labels: this decoder was built for batch {self.B}, got {len(labels)}")
+    m, dev = self.model, self.slots.device
+    lab = Guidance(labels, m.config.null_class, self.cfg.scale, dev).labels
+    self.cache.length = 0
+    out = torch.empty(self.B, self.n_tokens, dtype=torch.long, device=dev)
+    with eval_mode(m):
+        first = m(torch.empty(len(lab), 0, dtype=torch.long, device=dev), lab, cache=self.cache)[:, -1]
+        out[:, :1] = self.pick(first, torch.rand(self.noise.shape, device=dev, generator=generator))
+        for i in range(1, self.n_tokens):
+            self.tok.copy_(out[:, i - 1:i]); self.pos.fill_(i)
+            self.noise.copy_(torch.rand(self.noise.shape, device=dev, generator=generator))
+            out[:, i:i + 1] = self.run()
+    return out
 
 def ms_per_step(fn, n_steps: int, rounds: int = 3) -> float:
     "Median milliseconds per token step of `fn()` (one whole decode of `n_steps` tokens), after one warm-up call."

@@ -342,7 +342,7 @@ def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int, warmup: f
     if steps < 10: return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=max(warmup, 2 / steps))
 
-# %% ../nbs/00_core.ipynb #ff5b13ec
+# %% ../nbs/00_core.ipynb #cb7ef6ed
 def rank_and_world() -> tuple[int, int]:
     "(this process's rank, the number of processes training together): (0, 1) unless a process group is up."
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -376,6 +376,8 @@ def distributed(device: str | torch.device | None = None, timeout: float = 900.0
     try: yield dev
     finally: dist.destroy_process_group()
 
+
+# %% ../nbs/00_core.ipynb #e24867f1
 def on_main(fn, *args, **kwargs):
     """Run `fn(*args, **kwargs)` on rank 0 alone (writing a file, making a folder) and share its outcome: every rank
     returns its result or raises its error, so a failure there stops all ranks instead of leaving them waiting."""
@@ -417,6 +419,7 @@ def shard(batch, rank: int, world: int):
     if isinstance(batch, dict): return {k: shard(v, rank, world) for k, v in batch.items()}
     return batch
 
+
 # %% ../nbs/00_core.ipynb #fcdc78d7
 @dataclass
 class TrainSettings:
@@ -457,7 +460,7 @@ def train_settings(**changes):
     try: yield s
     finally: _SETTINGS.reset(token)
 
-# %% ../nbs/00_core.ipynb #f42dff78
+# %% ../nbs/00_core.ipynb #5c05e869
 STATE_FILE, STATE_WEIGHTS = "state.json", "state.safetensors"
 
 def _rng_state(generators) -> dict:
@@ -506,6 +509,8 @@ def save_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.O
         (tmp / STATE_FILE).write_text(json.dumps(record))
     on_main(write_folder, directory, write)
 
+
+# %% ../nbs/00_core.ipynb #39009c56
 def load_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.Optimizer, sched, generators=(),
                      recipe: dict | None = None, steps: int | None = None) -> dict | None:
     """Load a state saved by `save_train_state` into `model`, `opt` and `sched`; returns {step, logged, seconds, rng}
@@ -551,7 +556,8 @@ def load_train_state(directory: str | Path, model: nn.Module, opt: torch.optim.O
         raise InputError(f"generators: {d} holds {len(rng['generators'])} generator state(s), the loop has {len(generators)}")
     return {"step": rec["step"], "logged": rec["logged"], "seconds": rec["seconds"], "rng": rng}
 
-# %% ../nbs/00_core.ipynb #aca61a11
+
+# %% ../nbs/00_core.ipynb #dda2c851
 def to_device(batch, device):
     "A tensor, or a tuple/list/dict of tensors (and Nones), moved to `device`."
     device = default_device(device)
@@ -592,6 +598,8 @@ def _own_streams(rank: int, generators) -> None:
     torch.manual_seed(base + rank)
     for g in generators: g.manual_seed(int(torch.randint(2**62, (1,), generator=g, device=g.device).item()) + rank)
 
+
+# %% ../nbs/00_core.ipynb #c176f2ad
 def _trim_log(path: Path, start: int) -> None:
     "Keep the lines of steps 1..`start` of a step log (a fresh, empty log when 0); a line cut by a kill is dropped."
     keep = []
@@ -616,6 +624,8 @@ class _StepLog:
         if fd is not None:
             with contextlib.suppress(OSError): os.close(fd)  # already closed when a write failed on it
 
+
+# %% ../nbs/00_core.ipynb #78f38785
 def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, weight_decay: float = 0.1,
                betas: tuple = (0.9, 0.95), warmup: float = 0.1, clip: float | None = 1.0, params=None,
                amp: bool = True, cpu_bf16: bool = False, desc: str = "train", generators=()) -> list[float]:
@@ -684,6 +694,7 @@ def train_loop(model: nn.Module, batches, loss_fn, steps: int, lr: float, *, wei
     model.eval()
     s.resumed_seconds[0] += before
     return logged
+
 
 # %% ../nbs/00_core.ipynb #6cf71a2e
 @contextlib.contextmanager

@@ -66,14 +66,23 @@ def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 2) -> torch.Tens
     from torchvision.utils import make_grid
     return make_grid(images.cpu(), nrow=nrow, padding=pad, pad_value=128)
 
-def show_grid(images: torch.Tensor, nrow: int = 10, title: str | None = None, ax=None, scale: float = 0.5):
-    "Show (N, C, H, W) images as a grid with matplotlib; returns the axes."
+def show_grid(images: torch.Tensor, nrow: int = 10, title: str | None = None, ax=None, scale: float = 0.5,
+              row_labels: list[str] | None = None):
+    "Show (N, C, H, W) images as a grid with matplotlib, `row_labels` (one per row) on the left; returns the axes."
     import matplotlib.pyplot as plt
     g = image_grid(images, nrow)
+    n_rows = -(-len(images) // nrow)
+    if row_labels is not None and len(row_labels) != n_rows:
+        raise InputError(f"row_labels: expected {n_rows} labels (one per row of {nrow} images), got {len(row_labels)}")
     if ax is None:
         _, ax = plt.subplots(figsize=(scale * g.shape[2] / 28 * 1.2, scale * g.shape[1] / 28 * 1.2))
     ax.imshow(g.permute(1, 2, 0).squeeze(-1) if g.shape[0] == 3 else g[0], cmap="gray", vmin=0, vmax=255)
     ax.set_axis_off()
+    if row_labels is not None:   # each row: 2 pixels of padding, then an image of row_h - 2 pixels
+        ax.set_axis_on(); ax.set_xticks([]); ax.tick_params(left=False)
+        for s in ax.spines.values(): s.set_visible(False)
+        row_h = (g.shape[1] - 2) / n_rows
+        ax.set_yticks([2 + row_h * r + (row_h - 3) / 2 for r in range(n_rows)], list(row_labels), fontsize=8)
     if title: ax.set_title(title)
     return ax
 
@@ -89,7 +98,7 @@ def load_digits8(split: str = "train", levels: bool = False) -> tuple[torch.Tens
     if not levels: x = (x.int() * 255 // 16).to(torch.uint8)
     return x, torch.from_numpy(y[idx])
 
-# %% ../nbs/01_data.ipynb #5f1cb11b
+# %% ../nbs/01_data.ipynb #aeb2c4cb
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = 28, grayscale: bool = True
@@ -116,6 +125,8 @@ def load_image_folder(path: str | Path, size: int | tuple[int, int] | None = 28,
         raise InputError("size: images differ in size; pass size= to resize them to one shape")
     return torch.from_numpy(np.stack(images)), torch.tensor([i for _, i in files]), classes
 
+
+# %% ../nbs/01_data.ipynb #aa93f76b
 TORCHVISION_SETS = ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN")
 
 def load_torchvision(name: str, root: str | Path, split: str = "train", download: bool = False
@@ -135,6 +146,7 @@ def load_torchvision(name: str, root: str | Path, split: str = "train", download
     elif data.shape[-1] == 3: data = data.permute(0, 3, 1, 2)  # CIFAR stores NHWC
     labels = getattr(ds, "targets", getattr(ds, "labels", None))
     return data.to(torch.uint8).contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
 
 # %% ../nbs/01_data.ipynb #ab8dfaec
 class _ArrayUnpickler(pickle.Unpickler):

@@ -358,7 +358,7 @@ def tpr_at_fpr(marked: torch.Tensor, unmarked: torch.Tensor, fpr: float = 0.01) 
     thr = unmarked.sort(descending=True).values[math.floor(fpr * len(unmarked))].item()
     return (marked > thr).float().mean().item(), thr
 
-# %% ../nbs/03_eval.ipynb #8868a5ed
+# %% ../nbs/03_eval.ipynb #db7e9127
 MAX_SEEDS = 1000  # each seed is a full draw and scoring; more is a typo, not a plan
 
 def check_seeds(seeds) -> list[int]:
@@ -409,6 +409,8 @@ def best_guidance(sweep: dict, min_accuracy: float = 0.95):
     ok = [s for s, m in sweep.items() if m["class_accuracy"] >= min_accuracy]
     return min(ok, key=lambda s: sweep[s]["fid"]) if ok else max(sweep, key=lambda s: sweep[s]["class_accuracy"])
 
+
+# %% ../nbs/03_eval.ipynb #ec4f4451
 def evaluate_seeds(sample, labels: torch.Tensor, seeds=3, batch_size: int = 500, device=None, desc: str = "sample",
                    **evaluate_kw) -> dict:
     """Draw samples of `labels` once per seed, `sample(labels, generator) -> images` in batches of `batch_size` with
@@ -438,6 +440,7 @@ def evaluate_seeds(sample, labels: torch.Tensor, seeds=3, batch_size: int = 500,
     return {**out, "n_seeds": len(seeds), "n_samples": len(labels), "sample_seconds": sum(r["sample_seconds"] for r in per_seed),
             "per_seed": per_seed, "images": first}
 
+
 # %% ../nbs/03_eval.ipynb #fd34a858
 def samples_needed(p1: float, p2: float, alpha: float = 0.05, power: float = 0.8) -> int:
     "Samples per side for the two-sided two-proportion test at level `alpha` to tell rates `p1` and `p2` apart with probability `power`."
@@ -464,7 +467,7 @@ def welch_p(a, b) -> float:
     from scipy.stats import ttest_ind  # scipy comes with torch-fidelity
     return float(ttest_ind(a, b, equal_var=False).pvalue)
 
-# %% ../nbs/03_eval.ipynb #69cd3c03
+# %% ../nbs/03_eval.ipynb #fb4da98e
 LEADERBOARD_COLUMNS = ("fid", "precision", "recall", "class_accuracy", "bits_per_dim", "forward_passes_per_image",
                        "images_per_s", "parameters", "train_seconds")
 COLUMN_NAMES = {"fid": "FID", "kid_mean": "KID", "class_accuracy": "class acc.", "bits_per_dim": "bits/dim",
@@ -513,6 +516,8 @@ def read_records(path: str | Path, latest: bool = False) -> list[dict]:
         records.append(r)
     return list({r["paradigm"]: r for r in records}.values()) if latest else records
 
+
+# %% ../nbs/03_eval.ipynb #baf5aab4
 def format_metric(key: str, v) -> str:
     "A metric as a table shows it: percentages for class accuracy, thousands separators for counts, '-' when missing."
     if v is None: return "-"
@@ -570,3 +575,4 @@ def compare_records(a: dict, b: dict, metric: str = "class_accuracy") -> dict:
     if len(va) < 2 or len(vb) < 2:
         raise InputError(f"a/b: {metric!r} needs two or more seeds on each side for a test, got {len(va)} and {len(vb)}")
     return {"difference": diff, "p": welch_p(va, vb), "test": f"Welch t, {len(va)} vs {len(vb)} seeds"}
+

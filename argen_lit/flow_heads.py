@@ -16,6 +16,7 @@ from .data import endless, make_loader
 from .recipes import PRIOR_FIELDS, TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, cfg_logits, train_on_tokens
 from .vq import check_image_batch, conv_decoder, conv_encoder
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['HEADS', 'STEP_SCHEDULES', 'FLOW_SAMPLER', 'LatentConfig', 'LatentTokenizer', 'train_latent_tokenizer', 'latent_psnr',
@@ -23,7 +24,7 @@ __all__ = ['HEADS', 'STEP_SCHEDULES', 'FLOW_SAMPLER', 'LatentConfig', 'LatentTok
            'annealed_steps', 'sample_flow', 'sample_flow_images', 'train_flow_prior', 'load_latent_tokenizer',
            'load_flow_prior', 'fit_flow']
 
-# %% ../nbs/60_flow_heads.ipynb #5f6f4781
+# %% ../nbs/60_flow_heads.ipynb #3d201ae4
 @dataclass
 class LatentConfig(Config):
     latent_dim: int = 4        # channels of each 7x7 latent token
@@ -67,35 +68,43 @@ class LatentTokenizer(nn.Module):
         zn = z + self.config.noise * torch.randn_like(z) if self.training else z
         return torch.sigmoid(self.decoder(zn)), z
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        "Standardized tokens (B, h*w, C) in raster order."
-        z = self.latents(images)
-        return ((z - self.shift[:, None, None]) / self.scale[:, None, None]).flatten(2).transpose(1, 2)
 
-    def check_tokens(self, tokens: torch.Tensor, name: str = "tokens"):
-        n, C = math.prod(self.grid), self.token_dim
-        if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n, C):
-            got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise InputError(f"{name}: expected float tokens (B, {n}, {C}), got {got}")
-        check_tensor(tokens, name, finite=True)
+# %% ../nbs/60_flow_heads.ipynb #9b0751cd
+@patch
+@torch.no_grad()
+def encode(self: LatentTokenizer, images: torch.Tensor) -> torch.Tensor:
+    "Standardized tokens (B, h*w, C) in raster order."
+    z = self.latents(images)
+    return ((z - self.shift[:, None, None]) / self.scale[:, None, None]).flatten(2).transpose(1, 2)
 
-    @torch.no_grad()
-    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
-        "uint8 images (B, 1, H, W) of standardized tokens (B, h*w, C)."
-        self.check_tokens(tokens)
-        h, w = self.grid
-        z = tokens.to(self.shift.device).transpose(1, 2).reshape(len(tokens), -1, h, w)
-        z = z * self.scale[:, None, None] + self.shift[:, None, None]
-        return (torch.sigmoid(self.decoder(z)) * 255).round().to(torch.uint8)
+@patch
+def check_tokens(self: LatentTokenizer, tokens: torch.Tensor, name: str = "tokens"):
+    n, C = math.prod(self.grid), self.token_dim
+    if not isinstance(tokens, torch.Tensor) or not tokens.is_floating_point() or tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n, C):
+        got = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+        raise InputError(f"{name}: expected float tokens (B, {n}, {C}), got {got}")
+    check_tensor(tokens, name, finite=True)
 
-    @torch.no_grad()
-    def fit_scale(self, images: torch.Tensor, batch_size: int = 500):
-        "Set the per-channel mean and std used to standardize tokens from `images`' latents."
-        check_batching(images, "images", batch_size)
-        z = torch.cat([self.latents(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-        self.shift.copy_(z.mean((0, 2, 3))); self.scale.copy_(z.std((0, 2, 3)).clamp(min=1e-6))
+@patch
+@torch.no_grad()
+def decode(self: LatentTokenizer, tokens: torch.Tensor) -> torch.Tensor:
+    "uint8 images (B, 1, H, W) of standardized tokens (B, h*w, C)."
+    self.check_tokens(tokens)
+    h, w = self.grid
+    z = tokens.to(self.shift.device).transpose(1, 2).reshape(len(tokens), -1, h, w)
+    z = z * self.scale[:, None, None] + self.shift[:, None, None]
+    return (torch.sigmoid(self.decoder(z)) * 255).round().to(torch.uint8)
 
+@patch
+@torch.no_grad()
+def fit_scale(self: LatentTokenizer, images: torch.Tensor, batch_size: int = 500):
+    "Set the per-channel mean and std used to standardize tokens from `images`' latents."
+    check_batching(images, "images", batch_size)
+    z = torch.cat([self.latents(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    self.shift.copy_(z.mean((0, 2, 3))); self.scale.copy_(z.std((0, 2, 3)).clamp(min=1e-6))
+
+
+# %% ../nbs/60_flow_heads.ipynb #17c82433
 def train_latent_tokenizer(tok: LatentTokenizer, images: torch.Tensor, steps: int = 800, batch_size: int = 64,
                            lr: float = 2e-3, seed: int = 0) -> list[float]:
     "Train on pixel MSE through the noisy posterior + the prior term, then fit the token scale; returns the MSE per step."
@@ -119,7 +128,8 @@ def latent_psnr(tok: LatentTokenizer, images: torch.Tensor, batch_size: int = 50
     mse = F.mse_loss(recs.float() / 255, images.float() / 255).item()
     return 10 * math.log10(1 / mse), recs
 
-# %% ../nbs/60_flow_heads.ipynb #d166fbdf
+
+# %% ../nbs/60_flow_heads.ipynb #25666281
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     "Sinusoidal features (N, dim) of times t in [0, 1] (N,) or (N, 1), scaled by 1000 as in DiT/MAR."
     check_number(dim, "dim", low=2, integer=True); check_number(max_period, "max_period", low=0, low_open=True)
@@ -163,6 +173,8 @@ class FlowHead(nn.Module):
         shift, scale = self.ada(c).chunk(2, dim=-1)
         return self.out(self.norm(h) * (1 + scale) + shift)
 
+
+# %% ../nbs/60_flow_heads.ipynb #c2d58840
 def flow_loss(head, x: torch.Tensor, z: torch.Tensor, draws: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flow matching: x_t = t x + (1 - t) eps with t ~ U[0, 1], loss ||head(x_t, t, z) - (x - eps)||^2 averaged,
     each token (N, C) trained with `draws` noise draws (MAR uses 4). `head` is any callable (x_t, t, z) -> v."""
@@ -183,7 +195,8 @@ def euler_sample(velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
         x = x + velocity(x, t) / steps
     return x
 
-# %% ../nbs/60_flow_heads.ipynb #85bf29a9
+
+# %% ../nbs/60_flow_heads.ipynb #c27dd0dd
 HEADS = ("flow", "mse")
 
 @dataclass
@@ -230,31 +243,37 @@ class FlowPrior(nn.Module):
         self.check_tokens(tokens)
         return self.backbone(embeds=self.embed(tokens[:, :-1]), labels=labels)
 
-    def regress(self, z: torch.Tensor) -> torch.Tensor:
-        "The MSE head's prediction: the same MLP at x_t = 0, t = 0, i.e. a function of the condition alone."
-        zeros = z.new_zeros(len(z), self.config.token_dim)
-        return self.head(zeros, zeros[:, :1], z)
 
-    def loss(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        "Flow-matching loss (head 'flow') or the regression MSE (head 'mse') over every token of `tokens` (B, T, C)."
-        z = self.conditions(tokens, labels)
-        x, z = tokens.reshape(-1, tokens.shape[-1]), z.reshape(-1, z.shape[-1])
-        if self.config.head == "mse": return F.mse_loss(self.regress(z).float(), x.float())
-        return flow_loss(self.head, x, z, self.config.noise_draws)
+# %% ../nbs/60_flow_heads.ipynb #a1a964bb
+@patch
+def regress(self: FlowPrior, z: torch.Tensor) -> torch.Tensor:
+    "The MSE head's prediction: the same MLP at x_t = 0, t = 0, i.e. a function of the condition alone."
+    zeros = z.new_zeros(len(z), self.config.token_dim)
+    return self.head(zeros, zeros[:, :1], z)
 
-    def sample_token(self, z: torch.Tensor, steps: int, cfg_scale: float = 1.0, temperature: float = 1.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """One token per row (B, C) from conditions `z` (B, d), or (2B, d) = conditional rows then null-class rows
-        when `cfg_scale` != 1: guidance u + s (c - u) on the velocity (the prediction, for the MSE head)."""
-        check_number(steps, "steps", low=1, integer=True); check_number(cfg_scale, "cfg_scale", low=0)
-        check_number(temperature, "temperature", low=0)
-        guided = cfg_scale != 1.0
-        B = len(z) // 2 if guided else len(z)
-        def guide(out): return cfg_logits(out[:B], out[B:], cfg_scale) if guided else out  # on velocities, not logits
-        if self.config.head == "mse": return guide(self.regress(z))
-        double = (lambda a: torch.cat([a, a])) if guided else (lambda a: a)
-        noise = temperature * torch.randn(B, self.config.token_dim, device=z.device, generator=generator)
-        return euler_sample(lambda x, t: guide(self.head(double(x), double(t), z)), noise, steps)
+@patch
+def loss(self: FlowPrior, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    "Flow-matching loss (head 'flow') or the regression MSE (head 'mse') over every token of `tokens` (B, T, C)."
+    z = self.conditions(tokens, labels)
+    x, z = tokens.reshape(-1, tokens.shape[-1]), z.reshape(-1, z.shape[-1])
+    if self.config.head == "mse": return F.mse_loss(self.regress(z).float(), x.float())
+    return flow_loss(self.head, x, z, self.config.noise_draws)
+
+@patch
+def sample_token(self: FlowPrior, z: torch.Tensor, steps: int, cfg_scale: float = 1.0, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row (B, C) from conditions `z` (B, d), or (2B, d) = conditional rows then null-class rows
+    when `cfg_scale` != 1: guidance u + s (c - u) on the velocity (the prediction, for the MSE head)."""
+    check_number(steps, "steps", low=1, integer=True); check_number(cfg_scale, "cfg_scale", low=0)
+    check_number(temperature, "temperature", low=0)
+    guided = cfg_scale != 1.0
+    B = len(z) // 2 if guided else len(z)
+    def guide(out): return cfg_logits(out[:B], out[B:], cfg_scale) if guided else out  # on velocities, not logits
+    if self.config.head == "mse": return guide(self.regress(z))
+    double = (lambda a: torch.cat([a, a])) if guided else (lambda a: a)
+    noise = temperature * torch.randn(B, self.config.token_dim, device=z.device, generator=generator)
+    return euler_sample(lambda x, t: guide(self.head(double(x), double(t), z)), noise, steps)
+
 
 # %% ../nbs/60_flow_heads.ipynb #6d07019c
 STEP_SCHEDULES = ("linear", "cosine", "geometric")

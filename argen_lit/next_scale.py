@@ -15,13 +15,14 @@ from .core import Config, InputError, check_ids, check_number, check_tensor, eva
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
 from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['NEXT_SCALE_SAMPLER', 'check_scales', 'Phi', 'MultiScaleQuantizer', 'MultiScaleConfig', 'MultiScaleTokenizer',
            'scale_positions', 'NextScalePrior', 'sample_next_scale', 'load_multiscale_tokenizer',
            'load_next_scale_prior', 'fit_next_scale']
 
-# %% ../nbs/40_next_scale.ipynb #4adccb79
+# %% ../nbs/40_next_scale.ipynb #3b0ae854
 def check_scales(scales, latent_size: int) -> tuple[int, ...]:
     "Validate a coarse-to-fine scale list: positive, strictly increasing, ending at the latent size."
     if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__") or not all(
@@ -39,6 +40,8 @@ class Phi(nn.Module):
         super().__init__(); self.alpha, self.conv = alpha, nn.Conv2d(dim, dim, 3, padding=1)
     def forward(self, x): return (1 - self.alpha) * x + self.alpha * self.conv(x)
 
+
+# %% ../nbs/40_next_scale.ipynb #638ded8d
 class MultiScaleQuantizer(nn.Module):
     "Residual quantization of a (B, D, S, S) latent over `scales` with ONE shared EMA codebook and a phi per scale."
     def __init__(self, codebook: EMAVectorQuantizer, scales=(1, 2, 3, 4, 5, 7)):
@@ -74,18 +77,23 @@ class MultiScaleQuantizer(nn.Module):
         ids = torch.cat(ids, 1)
         return Quantized(f + (f_hat - f).detach(), ids, loss / len(self.scales), *codebook_stats(ids, self.n_codes))
 
-    def split(self, ids: torch.Tensor) -> list[torch.Tensor]:
-        "Concatenated token ids (B, sum s^2) -> one (B, s, s) map per scale."
-        if ids.ndim != 2 or ids.shape[1] != sum(self.lengths):
-            raise InputError(f"ids: expected (B, {sum(self.lengths)}) ids of all scales, got {tuple(ids.shape)}")
-        check_ids(ids, "ids", self.n_codes)
-        return [m.reshape(len(ids), s, s) for m, s in zip(ids.split(self.lengths, 1), self.scales)]
 
-    def decode_ids(self, ids: torch.Tensor, n_scales: int | None = None) -> torch.Tensor:
-        "The latent (B, D, S, S) rebuilt from concatenated ids, using the first `n_scales` scales (default all)."
-        if n_scales is not None: check_number(n_scales, "n_scales", low=1, high=len(self.scales), integer=True)
-        maps = self.split(ids)[:n_scales]
-        return sum(self.embed_scale(k, m) for k, m in enumerate(maps))
+# %% ../nbs/40_next_scale.ipynb #3b29851d
+@patch
+def split(self: MultiScaleQuantizer, ids: torch.Tensor) -> list[torch.Tensor]:
+    "Concatenated token ids (B, sum s^2) -> one (B, s, s) map per scale."
+    if ids.ndim != 2 or ids.shape[1] != sum(self.lengths):
+        raise InputError(f"ids: expected (B, {sum(self.lengths)}) ids of all scales, got {tuple(ids.shape)}")
+    check_ids(ids, "ids", self.n_codes)
+    return [m.reshape(len(ids), s, s) for m, s in zip(ids.split(self.lengths, 1), self.scales)]
+
+@patch
+def decode_ids(self: MultiScaleQuantizer, ids: torch.Tensor, n_scales: int | None = None) -> torch.Tensor:
+    "The latent (B, D, S, S) rebuilt from concatenated ids, using the first `n_scales` scales (default all)."
+    if n_scales is not None: check_number(n_scales, "n_scales", low=1, high=len(self.scales), integer=True)
+    maps = self.split(ids)[:n_scales]
+    return sum(self.embed_scale(k, m) for k, m in enumerate(maps))
+
 
 # %% ../nbs/40_next_scale.ipynb #01eb0039
 @dataclass

@@ -68,7 +68,7 @@ def receptive_field(model: nn.Module, r: int, c: int, size: int = 28, labels: to
     out[0, r * size + c].sum().backward()
     return x.grad[0].abs().sum(-1).view(size, size)
 
-# %% ../nbs/10_pixels.ipynb #5f3f26cd
+# %% ../nbs/10_pixels.ipynb #9326e2b0
 def shift_down(x: torch.Tensor) -> torch.Tensor:
     "Move feature maps one row down (row 0 becomes zeros): row r then carries what row r - 1 saw."
     check_tensor(x, "x", ndim=4)
@@ -102,6 +102,8 @@ class GatedLayer(nn.Module):
         vp = self.vconv(self.pad_v(v)) + cv
         return self.gate(vp), self.h_step(h, shift_down(vp), ch)
 
+
+# %% ../nbs/10_pixels.ipynb #4ef34672
 @dataclass
 class PixelCNNConfig(Config):
     channels: int = 32        # feature maps per stack
@@ -149,6 +151,7 @@ class GatedPixelCNN(nn.Module):
         "Exact negative log-likelihood of each image, in nats (B,)."
         logits = self(images, labels)
         return F.cross_entropy(logits, images[:, 0].long(), reduction="none").flatten(1).sum(1)
+
 
 # %% ../nbs/10_pixels.ipynb #cbb1393b
 @torch.no_grad()

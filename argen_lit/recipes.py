@@ -20,7 +20,7 @@ from .transformer import TransformerConfig
 __all__ = ['TOKENIZER_FIELDS', 'MODEL_FIELDS', 'PRIOR_FIELDS', 'BUDGETS', 'Budget', 'get_budget', 'Data', 'load_data',
            'train_or_load', 'prior_config', 'Contender']
 
-# %% ../nbs/04_recipes.ipynb #ee94911d
+# %% ../nbs/04_recipes.ipynb #ac0e1d9d
 @dataclass(frozen=True)
 class Budget:
     name: str
@@ -61,6 +61,8 @@ class Budget:
         if "steps" in values: values["steps"] = self.train_steps(slow)
         return values
 
+
+# %% ../nbs/04_recipes.ipynb #32e7f348
 TOKENIZER_FIELDS = ("tok_steps", "tok_channels")                              # what a tokenizer depends on
 MODEL_FIELDS = ("steps", "batch", "width", "depth", "aug_copies")             # a model trained on pixels or bytes
 PRIOR_FIELDS = TOKENIZER_FIELDS + MODEL_FIELDS                                # a prior over a tokenizer's tokens
@@ -77,6 +79,7 @@ def get_budget(budget: str | Budget) -> Budget:
     if isinstance(budget, Budget): return budget
     if budget not in BUDGETS: raise InputError(f"budget: expected one of {tuple(BUDGETS)}, got {budget!r}")
     return BUDGETS[budget]
+
 
 # %% ../nbs/04_recipes.ipynb #9264c286
 @dataclass

@@ -13,6 +13,8 @@ from .codec import EOI, _check_bytes, decode_scan, jpeg_header, jpeg_scans, mark
 from .core import InputError, check_batching, check_ids, check_number, check_tensor
 from .recipes import MODEL_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
+from fastcore.basics import patch
+
 
 # %% auto #0
 __all__ = ['EOB', 'ZRL', 'SYMBOLS_SAMPLER', 'HuffmanTable', 'huffman_table', 'zigzag_order', 'JpegTables', 'parse_tables',
@@ -326,7 +328,7 @@ def sample_symbols(model: Transformer, labels: torch.Tensor, tokenizer: SymbolTo
     return (torch.stack([d.image if d.image is not None else blank for d in decoded]), [d.status for d in decoded],
             [d.jpeg for d in decoded])
 
-# %% ../nbs/31_codec_symbols.ipynb #d7b8dd6c
+# %% ../nbs/31_codec_symbols.ipynb #723ae0c6
 class SymbolGrammar:
     """The token grammar as lookup tables, so that a sampler can keep every row well formed: `allowed[state]` (which
     tokens may come next) and `next_state[state, token]`. States: 0 a block's DC value; k = 1..63 an AC token at
@@ -362,37 +364,43 @@ class SymbolGrammar:
         "How many values each axis of a place takes, (grammar state, block): a model's `state_sizes`."
         return (self.end_state + 1, self.n_blocks + 1)
 
-    def advance(self, state: torch.Tensor, blocks: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        "The (state, block) of rows at (`state`, `blocks`) after reading one `token` each (all (B,))."
-        new = self.next_state[state, token]
-        dc = (state == 0) & (new == 0)                                      # a DC read
-        ac_end = (state > 0) & (state < self.stop_state) & (new == 0)       # a block's AC tokens ended
-        blocks = blocks + (dc | ac_end)
-        last = blocks == self.n_blocks
-        new = torch.where(dc & last, 1, new)                                # after the last DC: block 0's AC tokens
-        new = torch.where(ac_end, torch.where(last, self.stop_state, 1), new)
-        return new, torch.where(dc & last, 0, blocks)
 
-    def walk(self, tokens: torch.Tensor) -> torch.Tensor:
-        "Every prefix's place (N, T + 1, 2) for token rows (N, T): (state, block) before each token and after the last."
-        check_tensor(tokens, "tokens", ndim=2, kind="int"); check_ids(tokens, "tokens", self.vocab.size)
-        state = blocks = torch.zeros(len(tokens), dtype=torch.long)
-        out = [torch.stack([state, blocks], 1)]
-        for t in tokens.T.cpu(): state, blocks = self.advance(state, blocks, t); out.append(torch.stack([state, blocks], 1))
-        return torch.stack(out, 1)
+# %% ../nbs/31_codec_symbols.ipynb #d98b04bd
+@patch
+def advance(self: SymbolGrammar, state: torch.Tensor, blocks: torch.Tensor, token: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "The (state, block) of rows at (`state`, `blocks`) after reading one `token` each (all (B,))."
+    new = self.next_state[state, token]
+    dc = (state == 0) & (new == 0)                                      # a DC read
+    ac_end = (state > 0) & (state < self.stop_state) & (new == 0)       # a block's AC tokens ended
+    blocks = blocks + (dc | ac_end)
+    last = blocks == self.n_blocks
+    new = torch.where(dc & last, 1, new)                                # after the last DC: block 0's AC tokens
+    new = torch.where(ac_end, torch.where(last, self.stop_state, 1), new)
+    return new, torch.where(dc & last, 0, blocks)
 
-    def follower(self):
-        """`(constrain, states)` for `generate`: both follow each row from the tokens drawn so far, which grow by one
-        token per step; `constrain` masks what the grammar forbids, `states` gives the model each position's (state, block)."""
-        at = {}
-        def position(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            i = tokens.shape[1]
-            if i == 0: at.update(i=0, state=torch.zeros(len(tokens), dtype=torch.long), blocks=torch.zeros(len(tokens), dtype=torch.long))
-            elif i == at.get("i", -2) + 1:
-                at["state"], at["blocks"] = self.advance(at["state"], at["blocks"], tokens[:, -1].cpu()); at["i"] = i
-            elif i != at.get("i"): raise InputError(f"tokens: a follower reads one new token per call ({at.get('i')} read, {i} given)")
-            return at["state"], at["blocks"]
-        return (lambda tokens: self.allowed[position(tokens)[0]]), (lambda tokens: torch.stack(position(tokens), 1))
+@patch
+def walk(self: SymbolGrammar, tokens: torch.Tensor) -> torch.Tensor:
+    "Every prefix's place (N, T + 1, 2) for token rows (N, T): (state, block) before each token and after the last."
+    check_tensor(tokens, "tokens", ndim=2, kind="int"); check_ids(tokens, "tokens", self.vocab.size)
+    state = blocks = torch.zeros(len(tokens), dtype=torch.long)
+    out = [torch.stack([state, blocks], 1)]
+    for t in tokens.T.cpu(): state, blocks = self.advance(state, blocks, t); out.append(torch.stack([state, blocks], 1))
+    return torch.stack(out, 1)
+
+@patch
+def follower(self: SymbolGrammar):
+    """`(constrain, states)` for `generate`: both follow each row from the tokens drawn so far, which grow by one
+    token per step; `constrain` masks what the grammar forbids, `states` gives the model each position's (state, block)."""
+    at = {}
+    def position(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i = tokens.shape[1]
+        if i == 0: at.update(i=0, state=torch.zeros(len(tokens), dtype=torch.long), blocks=torch.zeros(len(tokens), dtype=torch.long))
+        elif i == at.get("i", -2) + 1:
+            at["state"], at["blocks"] = self.advance(at["state"], at["blocks"], tokens[:, -1].cpu()); at["i"] = i
+        elif i != at.get("i"): raise InputError(f"tokens: a follower reads one new token per call ({at.get('i')} read, {i} given)")
+        return at["state"], at["blocks"]
+    return (lambda tokens: self.allowed[position(tokens)[0]]), (lambda tokens: torch.stack(position(tokens), 1))
+
 
 # %% ../nbs/31_codec_symbols.ipynb #7af0dd89
 def train_symbol_lm(b: Budget, tokenizer: SymbolTokenizer, images: torch.Tensor, labels: torch.Tensor, run: Path,

@@ -16,12 +16,13 @@ from pathlib import Path
 from .core import (Config, InputError, InputTypeError, autocast, check_ids, check_number, check_tensor,
                             eval_mode, load_model, make_generator, train_loop)
 from .data import endless, make_loader
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['MASK_KINDS', 'CACHE_KINDS', 'block_ids', 'attention_mask', 'RMSNorm', 'rope_angles', 'apply_rope', 'grid_positions',
            'SwiGLU', 'KVCache', 'GrowingKVCache', 'Attention', 'Block', 'TransformerConfig', 'Transformer',
            'with_null_class', 'cfg_logits', 'Guidance', 'filter_logits', 'token_probs', 'sample_logits', 'generate',
-           'next_token_bits', 'length_batches', 'train_on_tokens', 'train_next_token', 'load_transformer']
+           'next_token_bits', 'train_on_tokens', 'train_next_token', 'load_transformer', 'length_batches']
 
 # %% ../nbs/02_transformer.ipynb #3cda4f87
 MASK_KINDS = ("causal", "block_causal", "full")
@@ -225,7 +226,7 @@ class TransformerConfig(Config):
     @property
     def n_tokens(self) -> int: return math.prod(self.grid) if self.grid else self.max_seq_len - 1  # class token excluded
 
-# %% ../nbs/02_transformer.ipynb #eb2ed6b8
+# %% ../nbs/02_transformer.ipynb #028b93dd
 class Transformer(nn.Module):
     "The course's shared Llama-style decoder (see TransformerConfig)."
     def __init__(self, config: TransformerConfig):
@@ -266,69 +267,77 @@ class Transformer(nn.Module):
             labels = torch.where(torch.rand(labels.shape, device=labels.device) < c.label_dropout, c.null_class, labels)
         return self.class_emb(labels)[:, None]
 
-    def forward(self, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
-                embeds: torch.Tensor | None = None, mask="causal", block_sizes=None,
-                cache: KVCache | None = None, positions: torch.Tensor | None = None,
-                states: torch.Tensor | None = None, return_hidden: bool = False) -> torch.Tensor:
-        """Logits (B, L, vocab), or hidden states (B, L, d) with `return_hidden`, for `tokens` (B, T) or `embeds`
-        (B, T, d); L = T + 1 at the start of a sequence (class token first), else T. `positions` (max_len, axes)
-        replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool.
-        `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`."""
-        x = self.embed_inputs(tokens, embeds)
-        start = cache.length if cache is not None else 0
-        if start == 0:
-            classes = self.class_tokens(labels, x.shape[0]).to(x.dtype)
-            if cache is not None: cache.class_vectors = classes  # later chunks bring no labels
-            if self.config.class_every_position: x = x + classes
-            x = torch.cat([classes, x], dim=1)
-        elif labels is not None:
-            raise InputError("labels: the class token is the first position; pass labels with the first chunk only")
-        elif self.config.class_every_position:
-            if cache.class_vectors is None: raise InputError("cache: it holds no class vectors; start it with the class token")
-            x = x + cache.class_vectors.to(x.dtype)
-        B, T, _ = x.shape
-        if cache is not None: cache.check_room(B, T)
-        pos = self.positions[start:start + T] if positions is None else positions[start:start + T].to(x.device)
-        if len(pos) < T:
-            raise InputError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
-        if self.pos_emb is not None: x = x + self.pos_emb.weight[start:start + T].to(x.dtype)
-        if states is not None or self.state_embs: x = x + self.embed_states(states, B, T).to(x.dtype)
-        angles = rope_angles(pos, self.config.head_dim, self.config.rope_base)
-        if self.config.rope == "none": angles = torch.zeros_like(angles)
-        rot = (angles.cos(), angles.sin())  # computed once, used by every layer
-        attn_mask, is_causal = attention_mask(mask, T, start + T, block_sizes, x.device)
-        for i, blk in enumerate(self.blocks): x = blk(x, rot, attn_mask, is_causal, cache, i)
-        if cache is not None: cache.length += T
-        x = self.norm(x)
-        if return_hidden or self.head is None: return x
-        return self.head(x)
 
-    def embed_states(self, states, B: int, T: int) -> torch.Tensor:
-        "The sum of each position's state embeddings (B, T, d); `states` (B, T, axes) holds one id per `state_sizes` axis."
-        sizes = self.config.state_sizes
-        if not sizes: raise InputError("states: this model has no state embeddings (state_sizes=())")
-        if states is None: raise InputError(f"states: this model embeds per-token states; pass states (B, L, {len(sizes)})")
-        check_tensor(states, "states", ndim=3, kind="int")
-        if tuple(states.shape) != (B, T, len(sizes)): raise InputError(f"states: expected {(B, T, len(sizes))}, got {tuple(states.shape)}")
-        states = states.to(self.state_embs[0].weight.device)
-        for a, n in enumerate(sizes): check_ids(states[..., a], f"states[..., {a}]", n)
-        return sum(emb(states[..., a]) for a, emb in enumerate(self.state_embs))
+# %% ../nbs/02_transformer.ipynb #7fc99ed6
+@patch
+def embed_states(self: Transformer, states, B: int, T: int) -> torch.Tensor:
+    "The sum of each position's state embeddings (B, T, d); `states` (B, T, axes) holds one id per `state_sizes` axis."
+    sizes = self.config.state_sizes
+    if not sizes: raise InputError("states: this model has no state embeddings (state_sizes=())")
+    if states is None: raise InputError(f"states: this model embeds per-token states; pass states (B, L, {len(sizes)})")
+    check_tensor(states, "states", ndim=3, kind="int")
+    if tuple(states.shape) != (B, T, len(sizes)): raise InputError(f"states: expected {(B, T, len(sizes))}, got {tuple(states.shape)}")
+    states = states.to(self.state_embs[0].weight.device)
+    for a, n in enumerate(sizes): check_ids(states[..., a], f"states[..., {a}]", n)
+    return sum(emb(states[..., a]) for a, emb in enumerate(self.state_embs))
 
-    def embed_inputs(self, tokens, embeds) -> torch.Tensor:
-        "Input vectors (B, T, d) from token ids or given embeddings (exactly one of the two)."
-        c = self.config
-        if (tokens is None) == (embeds is None): raise InputError("tokens/embeds: pass exactly one of them")
-        if embeds is not None:
-            if embeds.ndim != 3 or embeds.shape[-1] != c.d_model:
-                raise InputError(f"embeds: expected (B, T, {c.d_model}), got {tuple(embeds.shape)}")
-            check_tensor(embeds, "embeds", kind="float")
-            return embeds
-        if self.tok_emb is None: raise InputError("tokens: this model has vocab_size=0; pass embeds= instead")
-        check_ids(tokens, "tokens", c.vocab_size)
-        if tokens.ndim != 2: raise InputError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
-        return self.tok_emb(tokens)
+@patch
+def embed_inputs(self: Transformer, tokens, embeds) -> torch.Tensor:
+    "Input vectors (B, T, d) from token ids or given embeddings (exactly one of the two)."
+    c = self.config
+    if (tokens is None) == (embeds is None): raise InputError("tokens/embeds: pass exactly one of them")
+    if embeds is not None:
+        if embeds.ndim != 3 or embeds.shape[-1] != c.d_model:
+            raise InputError(f"embeds: expected (B, T, {c.d_model}), got {tuple(embeds.shape)}")
+        check_tensor(embeds, "embeds", kind="float")
+        return embeds
+    if self.tok_emb is None: raise InputError("tokens: this model has vocab_size=0; pass embeds= instead")
+    check_ids(tokens, "tokens", c.vocab_size)
+    if tokens.ndim != 2: raise InputError(f"tokens: expected shape (B, T), got {tuple(tokens.shape)}")
+    return self.tok_emb(tokens)
 
-# %% ../nbs/02_transformer.ipynb #c2387c3f
+
+# %% ../nbs/02_transformer.ipynb #8c0b7838
+@patch
+def forward(self: Transformer, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
+            embeds: torch.Tensor | None = None, mask="causal", block_sizes=None,
+            cache: KVCache | None = None, positions: torch.Tensor | None = None,
+            states: torch.Tensor | None = None, return_hidden: bool = False) -> torch.Tensor:
+    """Logits (B, L, vocab), or hidden states (B, L, d) with `return_hidden`, for `tokens` (B, T) or `embeds`
+    (B, T, d); L = T + 1 at the start of a sequence (class token first), else T. `positions` (max_len, axes)
+    replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool.
+    `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`."""
+    x = self.embed_inputs(tokens, embeds)
+    start = cache.length if cache is not None else 0
+    if start == 0:
+        classes = self.class_tokens(labels, x.shape[0]).to(x.dtype)
+        if cache is not None: cache.class_vectors = classes  # later chunks bring no labels
+        if self.config.class_every_position: x = x + classes
+        x = torch.cat([classes, x], dim=1)
+    elif labels is not None:
+        raise InputError("labels: the class token is the first position; pass labels with the first chunk only")
+    elif self.config.class_every_position:
+        if cache.class_vectors is None: raise InputError("cache: it holds no class vectors; start it with the class token")
+        x = x + cache.class_vectors.to(x.dtype)
+    B, T, _ = x.shape
+    if cache is not None: cache.check_room(B, T)
+    pos = self.positions[start:start + T] if positions is None else positions[start:start + T].to(x.device)
+    if len(pos) < T:
+        raise InputError(f"positions: {start + T} positions needed, have {len(pos) + start} (raise max_seq_len?)")
+    if self.pos_emb is not None: x = x + self.pos_emb.weight[start:start + T].to(x.dtype)
+    if states is not None or self.state_embs: x = x + self.embed_states(states, B, T).to(x.dtype)
+    angles = rope_angles(pos, self.config.head_dim, self.config.rope_base)
+    if self.config.rope == "none": angles = torch.zeros_like(angles)
+    rot = (angles.cos(), angles.sin())  # computed once, used by every layer
+    attn_mask, is_causal = attention_mask(mask, T, start + T, block_sizes, x.device)
+    for i, blk in enumerate(self.blocks): x = blk(x, rot, attn_mask, is_causal, cache, i)
+    if cache is not None: cache.length += T
+    x = self.norm(x)
+    if return_hidden or self.head is None: return x
+    return self.head(x)
+
+
+# %% ../nbs/02_transformer.ipynb #5e4c0d7d
 def with_null_class(labels: torch.Tensor, null_class: int) -> torch.Tensor:
     "Labels for a guided batch: the conditional rows, then the same number of null-class (unconditional) rows."
     return torch.cat([labels, torch.full_like(labels, null_class)])
@@ -357,6 +366,8 @@ class Guidance:
         "Guided outputs (B, ...) from the model's (2B, ...); `scale` overrides this batch's (e.g. a ramp)."
         return cfg_logits(out[:self.n], out[self.n:], self.scale if scale is None else scale) if self.on else out
 
+
+# %% ../nbs/02_transformer.ipynb #2d39f1e8
 def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
     "Set logits outside the top-k / nucleus top-p set to -inf (the most likely token is always kept)."
     if top_k is not None:
@@ -391,7 +402,8 @@ def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | N
                          "bias that rules out every token?)") from None
     return flat.reshape(probs.shape[:-1])
 
-# %% ../nbs/02_transformer.ipynb #61704cad
+
+# %% ../nbs/02_transformer.ipynb #4f8e2391
 CACHE_KINDS = ("static", "growing", "none")
 
 def _per_position(value, n: int, name: str, **bounds):
@@ -408,6 +420,29 @@ def _per_position(value, n: int, name: str, **bounds):
         if v is not None: check_number(v, f"{name}[{i}]", **bounds)
     return list(value).__getitem__
 
+def _check_generate(model: Transformer, n_tokens, labels, batch_size, top_p, cache, stop_token, logit_bias, states):
+    "Validate `generate`'s arguments before anything is drawn; returns the batch size B and top_p by position."
+    check_number(n_tokens, "n_tokens", low=1, integer=True)
+    top_p_at = _per_position(top_p, n_tokens, "top_p", low=0, low_open=True, high=1)
+    if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
+    if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
+        raise InputError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
+    if labels is None and batch_size is None: raise InputError("labels/batch_size: give labels, or batch_size for unconditional samples")
+    c = model.config
+    check_number(n_tokens, "n_tokens", high=c.max_seq_len - 1)  # the class token takes the first position
+    if labels is not None: check_tensor(labels, "labels", ndim=1, kind="int")
+    else: check_number(batch_size, "batch_size", low=1, integer=True)
+    if stop_token is not None: check_number(stop_token, "stop_token", low=0, high=c.vocab_size - 1, integer=True)
+    B = len(labels) if labels is not None else batch_size
+    if logit_bias is not None and (len(logit_bias) != B or not torch.isfinite(logit_bias).all()):
+        raise InputError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
+    if (states is None) != (not c.state_sizes):
+        raise InputError("states: pass states= exactly when the model has state_sizes "
+                         f"(it has {c.state_sizes!r}; states is {'None' if states is None else 'given'})")
+    return B, top_p_at
+
+
+# %% ../nbs/02_transformer.ipynb #de0fa0f3
 @torch.no_grad()
 def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = None, batch_size: int | None = None,
              cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
@@ -422,23 +457,8 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
     tokens drawn so far (B, i) and returns the state ids (B, axes) of the position that reads the last of them (i = 0:
     the class token's). `top_p`: one nucleus for every position, or a sequence of `n_tokens` values, one per position
     (None: no nucleus there; a sketch drawn wider than its details, say)."""
-    check_number(n_tokens, "n_tokens", low=1, integer=True)
-    top_p_at = _per_position(top_p, n_tokens, "top_p", low=0, low_open=True, high=1)
-    if cache not in CACHE_KINDS: raise InputError(f"cache: expected one of {CACHE_KINDS}, got {cache!r}")
-    if logit_bias is not None and (logit_bias.ndim != 2 or logit_bias.shape[1] != model.config.vocab_size):
-        raise InputError(f"logit_bias: expected (B, {model.config.vocab_size}), got {tuple(logit_bias.shape)}")
-    if labels is None and batch_size is None: raise InputError("labels/batch_size: give labels, or batch_size for unconditional samples")
+    B, top_p_at = _check_generate(model, n_tokens, labels, batch_size, top_p, cache, stop_token, logit_bias, states)
     c, dev = model.config, next(model.parameters()).device
-    check_number(n_tokens, "n_tokens", high=c.max_seq_len - 1)  # the class token takes the first position
-    if labels is not None: check_tensor(labels, "labels", ndim=1, kind="int")
-    else: check_number(batch_size, "batch_size", low=1, integer=True)
-    if stop_token is not None: check_number(stop_token, "stop_token", low=0, high=c.vocab_size - 1, integer=True)
-    B = len(labels) if labels is not None else batch_size
-    if logit_bias is not None and (len(logit_bias) != B or not torch.isfinite(logit_bias).all()):
-        raise InputError(f"logit_bias: expected finite values, one row per sample ({B}), got {tuple(logit_bias.shape)}")
-    if (states is None) != (not c.state_sizes):
-        raise InputError("states: pass states= exactly when the model has state_sizes "
-                         f"(it has {c.state_sizes!r}; states is {'None' if states is None else 'given'})")
     if labels is None: labels = torch.full((B,), c.null_class, device=dev)
     cfg = Guidance(labels, c.null_class, cfg_scale, dev)
     lab = cfg.labels
@@ -467,7 +487,8 @@ def generate(model: Transformer, n_tokens: int, labels: torch.Tensor | None = No
                 logits = (model(nxt, cache=kv, **read(i + 1)) if kv is not None else model(nxt, lab, **read(i + 1)))[:, -1]
     return out
 
-# %% ../nbs/02_transformer.ipynb #f17a751f
+
+# %% ../nbs/02_transformer.ipynb #98165d4a
 @torch.no_grad()
 def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500,
                     pad_token: int | None = None, states: torch.Tensor | None = None) -> float:
@@ -485,28 +506,8 @@ def next_token_bits(model: Transformer, tokens: torch.Tensor, labels: torch.Tens
             total += F.cross_entropy(logits.float().transpose(1, 2), x, reduction="sum", ignore_index=ignore).item()
     return total / (tokens != ignore).sum().item() / math.log(2)
 
-def length_batches(tokens: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor, batch_size: int,
-                   seed: int = 0, pool: int = 50):
-    """Endless batches of sequences of similar length, cut to the longest of each: every pass shuffles, sorts each
-    pool of `pool` batches' worth by length, and yields that pool's batches in random order (padding work drops
-    from the longest sequence's to about each batch's own). Like `drop_last`, a random remainder sits out each pass."""
-    check_tensor(lengths, "lengths", ndim=1, kind="int"); check_number(pool, "pool", low=1, integer=True)
-    check_number(batch_size, "batch_size", low=1, high=len(tokens), integer=True)
-    if len(lengths) != len(tokens) or lengths.min() < 1 or lengths.max() > tokens.shape[1]:
-        raise InputError(f"lengths: expected one length in 1..{tokens.shape[1]} per sequence ({len(tokens)}), got {tuple(lengths.shape)}")
-    return _length_batches(tokens, labels, lengths, batch_size, seed, pool)
 
-def _length_batches(tokens, labels, lengths, batch_size, seed, pool):
-    g = make_generator(seed)
-    while True:
-        perm = torch.randperm(len(tokens), generator=g)
-        for chunk in perm[:len(perm) - len(perm) % batch_size].split(batch_size * pool):  # whole batches only
-            chunk = chunk[lengths[chunk].argsort(stable=True)]
-            batches = chunk.split(batch_size)
-            for j in torch.randperm(len(batches), generator=g).tolist():
-                idx = batches[j]; xb = tokens[idx, :int(lengths[idx].max())]
-                yield (xb, labels[idx]) if labels is not None else xb
-
+# %% ../nbs/02_transformer.ipynb #2ee0b0ae
 def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor | None, loss_fn, steps: int = 1000,
                     batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
                     seed: int = 0, desc: str = "train", cpu_bf16: bool = False, lengths: torch.Tensor | None = None,
@@ -526,6 +527,8 @@ def train_on_tokens(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor
                       cpu_bf16=cpu_bf16, generators=generators)
     return [n / math.log(2) for n in nats]
 
+
+# %% ../nbs/02_transformer.ipynb #3f14ad40
 def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                      batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
                      seed: int = 0, desc: str = "train", pad_token: int | None = None, cpu_bf16: bool = False,
@@ -556,3 +559,28 @@ def train_next_token(model: Transformer, tokens: torch.Tensor, labels: torch.Ten
 def load_transformer(directory: str | Path, device=None) -> Transformer:
     "A shared transformer (a prior, a byte LM, a masked model) from a checkpoint folder, in eval mode."
     return load_model(Transformer, TransformerConfig, directory, device)
+
+
+# %% ../nbs/02_transformer.ipynb #cb42bdf7
+def length_batches(tokens: torch.Tensor, labels: torch.Tensor | None, lengths: torch.Tensor, batch_size: int,
+                   seed: int = 0, pool: int = 50):
+    """Endless batches of sequences of similar length, cut to the longest of each: every pass shuffles, sorts each
+    pool of `pool` batches' worth by length, and yields that pool's batches in random order (padding work drops
+    from the longest sequence's to about each batch's own). Like `drop_last`, a random remainder sits out each pass."""
+    check_tensor(lengths, "lengths", ndim=1, kind="int"); check_number(pool, "pool", low=1, integer=True)
+    check_number(batch_size, "batch_size", low=1, high=len(tokens), integer=True)
+    if len(lengths) != len(tokens) or lengths.min() < 1 or lengths.max() > tokens.shape[1]:
+        raise InputError(f"lengths: expected one length in 1..{tokens.shape[1]} per sequence ({len(tokens)}), got {tuple(lengths.shape)}")
+    return _length_batches(tokens, labels, lengths, batch_size, seed, pool)
+
+def _length_batches(tokens, labels, lengths, batch_size, seed, pool):
+    g = make_generator(seed)
+    while True:
+        perm = torch.randperm(len(tokens), generator=g)
+        for chunk in perm[:len(perm) - len(perm) % batch_size].split(batch_size * pool):  # whole batches only
+            chunk = chunk[lengths[chunk].argsort(stable=True)]
+            batches = chunk.split(batch_size)
+            for j in torch.randperm(len(batches), generator=g).tolist():
+                idx = batches[j]; xb = tokens[idx, :int(lengths[idx].max())]
+                yield (xb, labels[idx]) if labels is not None else xb
+

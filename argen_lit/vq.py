@@ -17,6 +17,7 @@ from .core import (Config, InputError, all_reduce_sum, broadcast_from_main, chec
 from .data import endless, make_loader
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Transformer, generate, load_transformer, train_next_token
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['QUANTIZERS', 'VQ_SAMPLER', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code', 'VectorQuantizer',
@@ -216,7 +217,7 @@ def make_quantizer(kind: str, n_codes: int = 512, code_dim: int = 8, fsq_levels:
         return LFQ(bits)
     raise InputError(f"kind: expected one of {QUANTIZERS}, got {kind!r}")
 
-# %% ../nbs/20_vq.ipynb #5dba1db7
+# %% ../nbs/20_vq.ipynb #d162279b
 class ResBlock(nn.Module):
     "GroupNorm -> SiLU -> 3x3 conv, twice, plus the input."
     def __init__(self, c: int):
@@ -242,6 +243,8 @@ def check_image_batch(images, size: int) -> None:
     if images.ndim != 4 or tuple(images.shape[1:]) != (1, size, size):
         raise InputError(f"images: expected uint8 (B, 1, {size}, {size}), got {tuple(images.shape)}")
 
+
+# %% ../nbs/20_vq.ipynb #f6f7295b
 @dataclass
 class TokenizerConfig(Config):
     quantizer: str = "fsq"        # one of QUANTIZERS
@@ -281,19 +284,24 @@ class Tokenizer(nn.Module):
         q = self.quantizer(self.encoder(images.to(dev).float() / 127.5 - 1))
         return torch.sigmoid(self.decoder(q.z_q)), q
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        "Token ids (B, h, w) of uint8 images."
-        return self(images)[1].indices
 
-    @torch.no_grad()
-    def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        "uint8 images (B, 1, H, W) of token ids (B, h, w)."
-        dev = next(self.parameters()).device
-        if indices.ndim == 3 and tuple(indices.shape[1:]) != self.grid:
-            raise InputError(f"indices: expected (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
-        x = torch.sigmoid(self.decoder(self.quantizer.codes(indices.to(dev))))
-        return (x * 255).round().to(torch.uint8)
+# %% ../nbs/20_vq.ipynb #79273c4c
+@patch
+@torch.no_grad()
+def encode(self: Tokenizer, images: torch.Tensor) -> torch.Tensor:
+    "Token ids (B, h, w) of uint8 images."
+    return self(images)[1].indices
+
+@patch
+@torch.no_grad()
+def decode(self: Tokenizer, indices: torch.Tensor) -> torch.Tensor:
+    "uint8 images (B, 1, H, W) of token ids (B, h, w)."
+    dev = next(self.parameters()).device
+    if indices.ndim == 3 and tuple(indices.shape[1:]) != self.grid:
+        raise InputError(f"indices: expected (B, {self.grid[0]}, {self.grid[1]}), got {tuple(indices.shape)}")
+    x = torch.sigmoid(self.decoder(self.quantizer.codes(indices.to(dev))))
+    return (x * 255).round().to(torch.uint8)
+
 
 # %% ../nbs/20_vq.ipynb #e9c7027e
 def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,

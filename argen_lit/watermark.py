@@ -84,7 +84,7 @@ def reencodable_tokenizer(tokenizer, ids: torch.Tensor, steps: int = 1500, fidel
                         params=params, amp=False, desc="fine-tune re-encodable tokenizer")
     return new, losses
 
-# %% ../nbs/80_watermarking.ipynb #10df21e9
+# %% ../nbs/80_watermarking.ipynb #d35bdee7
 def check_gamma(gamma) -> float:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < 1:
         raise InputError(f"gamma: expected a fraction strictly between 0 and 1, got {gamma!r}")
@@ -112,6 +112,8 @@ def green_lists(key: str, vocab_size: int, gamma: float = 0.25, pool: int = 4, c
     for i in range(pool): lists[i] = torch.isin(unit, torch.randperm(n_units, generator=key_generator(key, i))[:n])
     return lists
 
+
+# %% ../nbs/80_watermarking.ipynb #6bb34911
 def green_z(ids: torch.Tensor, lists: torch.Tensor) -> torch.Tensor:
     "z-scores (B, pool) of the green share of token maps (B, ...) under each green list (pool, V)."
     if ids.numel() == 0 or len(ids) == 0: raise InputError("ids: expected at least one non-empty token map")
@@ -142,6 +144,7 @@ def detect(tokenizer, images: torch.Tensor, lists: torch.Tensor) -> torch.Tensor
     if lists.ndim != 2 or lists.shape[1] != tokenizer.n_codes:
         raise InputError(f"lists: expected (pool, {tokenizer.n_codes}) for the tokenizer's {tokenizer.n_codes} codes, got {tuple(lists.shape)}")
     return green_z(tokenizer.encode(images).reshape(len(images), -1), lists).amax(1)
+
 
 # %% ../nbs/80_watermarking.ipynb #02138e97
 def code_pairs(codebook: torch.Tensor, key: str) -> torch.Tensor:

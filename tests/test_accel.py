@@ -1,6 +1,6 @@
 import pytest
 import torch
-from argen_lit.accel import StaticDecoder, code_neighbours, speculative_jacobi
+from argen_lit.accel import StaticDecoder, code_neighbours, group_probs, speculative_jacobi, verify_window
 from argen_lit.core import make_generator
 from argen_lit.eval import chi2_two_sample, count_forward_passes, same_distribution, two_proportion_p
 from argen_lit.transformer import GrowingKVCache, Transformer, TransformerConfig, generate, token_probs
@@ -107,6 +107,54 @@ def test_speculative_jacobi_keeps_the_token_distribution():
     sjd = speculative_jacobi(m, 6, lab, window=4, generator=make_generator(1))
     t = same_distribution(plain, sjd, 4)
     assert t["bonferroni_min_p"] > 0.001
+
+
+def test_verify_window_reproduces_p_and_a_wrong_residual_would_not():
+    # five symbols, a window of one guess per row: the kept token of every row must follow p
+    p, q, n = torch.tensor([0.40, 0.25, 0.15, 0.12, 0.08]), torch.tensor([0.10, 0.30, 0.30, 0.10, 0.20]), 20000
+    g = make_generator(0)
+    d = torch.multinomial(q, n, replacement=True, generator=g)[:, None]
+    kept, m = verify_window(p.expand(n, 2, 5), q.expand(n, 1, 5), d, p[d], q[d], generator=g)
+    direct = torch.multinomial(p, n, replacement=True, generator=g)
+    assert kept.shape == (n, 1) and m == 0 and chi2_two_sample(kept[:, 0], direct, 5)[2] > 1e-3
+    # the same test told that the guesses came from p (the residual is then empty and it redraws from p): caught
+    wrong, _ = verify_window(p.expand(n, 2, 5), p.expand(n, 1, 5), d, p[d], q[d], generator=g)
+    assert chi2_two_sample(wrong[:, 0], direct, 5)[2] < 1e-6
+
+
+def test_verify_window_keeps_a_passed_window_and_its_free_token():
+    p = torch.softmax(torch.randn(3, 5, 7, generator=make_generator(1)), -1)
+    d = torch.zeros(3, 4, dtype=torch.long)
+    ones = torch.ones(3, 4)
+    kept, m = verify_window(p, p[:, :4], d, ones, ones, generator=make_generator(2))   # p(d) = q(d): every guess passes
+    assert m == 4 and kept.shape == (3, 5) and torch.equal(kept[:, :4], d)
+    kept, m = verify_window(p, p[:, :4], d, ones, ones, generator=make_generator(2), bonus=False)
+    assert m == 4 and torch.equal(kept, d)                                            # the end of the sequence: no free token
+    p[:, 4] = torch.nn.functional.one_hot(torch.tensor([6, 3, 5]), 7).float()          # the free token comes from p's last position
+    kept, _ = verify_window(p, p[:, :4], d, ones, ones, generator=make_generator(2))
+    assert kept[:, 4].tolist() == [6, 3, 5]
+
+
+@pytest.mark.parametrize("batch", [1, 6])
+def test_speculative_jacobi_reports_the_pass_of_every_token(model, batch):
+    st = {}
+    speculative_jacobi(model, 49, LABELS[:batch], window=8, generator=make_generator(3), stats=st)
+    pass_of, drawn = st["pass_of_token"], st["drawn"]
+    assert pass_of[0] == 1 and pass_of[-1] == st["passes"] and (pass_of.diff() >= 0).all() and (pass_of.diff() <= 1).all()
+    assert st["passes"] - 1 <= int(drawn.sum()) <= st["passes"]                         # one drawn token per pass (the last may have none)
+    assert all(drawn[pass_of == k][-1] or k == st["passes"] for k in range(1, st["passes"] + 1))  # a pass's drawn token is its last
+
+
+def test_group_probs_of_single_codes_and_of_the_whole_codebook():
+    pw = torch.softmax(torch.randn(2, 3, 16, generator=make_generator(0)), -1); qw = torch.full_like(pw, 1 / 16)
+    d = pw.argmin(-1)
+    alone, whole = code_neighbours(torch.randn(16, 4, generator=make_generator(1)), 1), torch.arange(16).expand(16, 16)
+    pd, qd = group_probs(pw, qw, d, alone)
+    assert torch.allclose(pd, pw.gather(-1, d[..., None])[..., 0]) and torch.allclose(qd, torch.full_like(qd, 1 / 16))
+    pd, qd = group_probs(pw, qw, d, whole)
+    assert torch.allclose(pd, torch.ones_like(pd)) and torch.allclose(qd, torch.ones_like(qd))
+    pd_rank, _ = group_probs(pw, qw, d, whole, group_rank=0)                             # only the guess itself is near
+    assert torch.allclose(pd_rank, pw.gather(-1, d[..., None])[..., 0])
 
 
 def test_the_chi_square_check_detects_a_shift():

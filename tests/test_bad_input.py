@@ -100,6 +100,7 @@ ERRORS = [
     ("data", lambda tmp: D.image_grid(torch.full((2, 1, 4, 4), 200.0)), "images"),
     ("data", lambda tmp: D.image_grid(IMG8, nrow=0), "nrow"),
     ("data", lambda tmp: D.image_grid(IMG8[:0]), "images"),
+    ("data", lambda tmp: D.show_grid(IMG8, nrow=1, row_labels=["only one"]), "row_labels"),
     ("data", lambda tmp: D.augment_digits(IMG8.float(), LAB, 2), "images"),
     ("data", lambda tmp: D.augment_digits(IMG8, LAB, 0), "copies"),
     ("data", lambda tmp: D.augment_digits(IMG8, LAB, 2, warp="no"), "warp"),

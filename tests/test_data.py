@@ -1,7 +1,7 @@
 import pytest
 import torch
 from PIL import Image
-from argen_lit.data import (augment_digits, shift_pixels, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
+from argen_lit.data import (augment_digits, show_grid, shift_pixels, image_grid, load_dataset, load_digits8, load_image_folder, load_mnist5k,
                             load_torchvision, make_loader, endless)
 
 
@@ -116,3 +116,16 @@ def test_augment_digits_keeps_originals_labels_and_seed():
         augment_digits(x, y, copies=0)
     with pytest.raises(ValueError, match="labels"):
         augment_digits(x, y[:5], copies=2)
+
+
+def test_show_grid_labels_every_row_at_its_centre():
+    import matplotlib; matplotlib.use("Agg")
+    x, _ = load_mnist5k("test")
+    import matplotlib.pyplot as plt
+    ax = show_grid(x[:6], nrow=3, row_labels=["first", "second"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["first", "second"]
+    # row r's image covers pixel rows 2 + 30 r .. 29 + 30 r (2 of padding, 28 of image): centres 15.5 and 45.5
+    assert list(ax.get_yticks()) == pytest.approx([15.5, 45.5], abs=1e-6)
+    plain = show_grid(x[:6], nrow=3)
+    assert plain.axison is False   # without labels the axes stay hidden
+    plt.close(ax.figure); plt.close(plain.figure)
