@@ -118,8 +118,8 @@ DECODE_MODES = ("eager", "compile", "cuda-graph")
 
 class StaticDecoder:
     """Fixed-shape raster decoding for a shared transformer: a static KV cache, position and noise in tensors,
-    Gumbel-max sampling inside the step. `mode`: 'eager', 'compile' (torch.compile; 'reduce-overhead' on CUDA) or
-    'cuda-graph' (CUDA only)."""
+    Gumbel-max sampling inside the step. `mode`: 'eager', 'compile' (torch.compile; on CUDA the compiled step is then
+    replayed as one CUDA graph) or 'cuda-graph' (CUDA only)."""
     def __init__(self, model: Transformer, batch_size: int, n_tokens: int, cfg_scale: float = 1.0,
                  temperature: float = 1.0, mode: str = "eager"):
         c, dev = model.config, next(model.parameters()).device
@@ -141,10 +141,9 @@ class StaticDecoder:
         self.pos = torch.zeros((), dtype=torch.long, device=dev)
         self.noise = torch.rand(batch_size, c.vocab_size, device=dev)
         self.run = self._step
-        if mode == "compile":
-            self.run = torch.compile(self._step, mode="reduce-overhead" if dev.type == "cuda" else None, fullgraph=True, dynamic=False)
-        if mode == "cuda-graph":
-            with eval_mode(model): self.run = self._capture()  # the graph records eval-mode kernels
+        if mode == "compile": self.run = torch.compile(self._step, fullgraph=True, dynamic=False)  # fused kernels
+        if mode == "cuda-graph" or (mode == "compile" and dev.type == "cuda"):  # one launch per step; the graph records
+            with eval_mode(model), torch.no_grad(): self.run = self._capture(self.run)  # eval-mode, no-autograd kernels
 
     def pick(self, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         "Guidance, then a categorical draw by Gumbel-max (argmax at temperature 0): (rows, V) logits -> (B, 1) ids."
@@ -173,13 +172,13 @@ def _step(self: StaticDecoder) -> torch.Tensor:
 
 # %% ../nbs/70_acceleration.ipynb #698e9d6b
 @patch
-def _capture(self: StaticDecoder):
+def _capture(self: StaticDecoder, step):
     s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        for _ in range(3): self._step()   # warm-up writes land in the cache, which `sample` overwrites
+        for _ in range(3): step()   # warm-up (and compilation): its writes land in the cache, which `sample` overwrites
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph): out = self._step()
+    with torch.cuda.graph(graph): out = step()
     def replay(): graph.replay(); return out
     return replay
 

@@ -719,6 +719,6 @@ def check_ids(ids, name: str, upper: int, shape: tuple | None = None) -> None:
         raise InputTypeError(f"{name}: expected an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
     if shape is not None and tuple(ids.shape) != shape:
         raise InputError(f"{name}: expected shape {shape}, got {tuple(ids.shape)}")
-    if ids.numel():
+    if ids.numel() and not torch.compiler.is_compiling():  # inside torch.compile the check would split the graph and sync
         lo, hi = ids.min().item(), ids.max().item()  # Python ints: a uint8 tensor compared with 256 would wrap
         if lo < 0 or hi >= upper: raise InputError(f"{name}: values must lie in [0, {upper - 1}], got [{lo}, {hi}]")
