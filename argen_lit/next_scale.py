@@ -20,7 +20,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['NEXT_SCALE_SAMPLER', 'check_scales', 'Phi', 'MultiScaleQuantizer', 'MultiScaleConfig', 'MultiScaleTokenizer',
            'scale_positions', 'NextScalePrior', 'sample_next_scale', 'load_multiscale_tokenizer',
-           'load_next_scale_prior', 'fit_next_scale']
+           'load_next_scale_prior', 'ms_tokenizer', 'fit_next_scale']
 
 # %% ../nbs/40_next_scale.ipynb #3b0ae854
 def check_scales(scales, latent_size: int) -> tuple[int, ...]:
@@ -235,11 +235,15 @@ def load_next_scale_prior(directory: str | Path, quantizer: MultiScaleQuantizer,
     "A next-scale prior from a checkpoint folder, over `quantizer` (its tokenizer's), in eval mode."
     return load_model(lambda config: NextScalePrior(config, quantizer), TransformerConfig, directory, device)
 
+def ms_tokenizer(b: Budget, data: Data, run: Path, device) -> tuple[MultiScaleTokenizer, float]:
+    "The multi-scale tokenizer (scales 1, 2, 3, 4, 5, 7) at budget `b`, trained or loaded from `run`; (model, seconds)."
+    return train_or_load(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(channels=b.tok_channels)),
+                         lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_multiscale_tokenizer,
+                         device, b.recipe(*TOKENIZER_FIELDS))
+
 def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: multi-scale tokenizer and next-scale prior; sample with `NEXT_SCALE_SAMPLER`."
-    tok, tok_secs = train_or_load(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(channels=b.tok_channels)),
-                                  lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_multiscale_tokenizer,
-                                  device, b.recipe(*TOKENIZER_FIELDS))
+    tok, tok_secs = ms_tokenizer(b, data, run, device)
     seq = tok.encode(data.xaug).cpu()
     cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
     var, secs = train_or_load(run / "next_scale_prior", lambda: NextScalePrior(cfg, tok.quantizer), lambda m: train_next_token(
