@@ -21,8 +21,8 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['HEADS', 'STEP_SCHEDULES', 'FLOW_SAMPLER', 'LatentConfig', 'LatentTokenizer', 'train_latent_tokenizer', 'latent_psnr',
            'timestep_embedding', 'AdaLNBlock', 'FlowHead', 'flow_loss', 'euler_sample', 'FlowPriorConfig', 'FlowPrior',
-           'annealed_steps', 'sample_flow', 'sample_flow_images', 'train_flow_prior', 'load_latent_tokenizer',
-           'load_flow_prior', 'fit_flow']
+           'guided_flow', 'annealed_steps', 'sample_flow', 'sample_flow_images', 'train_flow_prior',
+           'load_latent_tokenizer', 'load_flow_prior', 'latent_tokenizer', 'fit_flow']
 
 # %% ../nbs/60_flow_heads.ipynb #3d201ae4
 @dataclass
@@ -266,13 +266,21 @@ def sample_token(self: FlowPrior, z: torch.Tensor, steps: int, cfg_scale: float 
     when `cfg_scale` != 1: guidance u + s (c - u) on the velocity (the prediction, for the MSE head)."""
     check_number(steps, "steps", low=1, integer=True); check_number(cfg_scale, "cfg_scale", low=0)
     check_number(temperature, "temperature", low=0)
+    if self.config.head == "mse":
+        out = self.regress(z)
+        return cfg_logits(out[:len(z) // 2], out[len(z) // 2:], cfg_scale) if cfg_scale != 1.0 else out
+    return guided_flow(self.head, z, steps, cfg_scale, temperature, generator)
+
+def guided_flow(head: FlowHead, z: torch.Tensor, steps: int, cfg_scale: float = 1.0, temperature: float = 1.0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Tokens (B, C) drawn by `head`'s flow from conditions `z` (B, d), or (2B, d) = conditional rows then null-class
+    rows when `cfg_scale` != 1 (guidance u + s (c - u) on the velocity); `temperature` scales the starting noise."""
     guided = cfg_scale != 1.0
     B = len(z) // 2 if guided else len(z)
     def guide(out): return cfg_logits(out[:B], out[B:], cfg_scale) if guided else out  # on velocities, not logits
-    if self.config.head == "mse": return guide(self.regress(z))
     double = (lambda a: torch.cat([a, a])) if guided else (lambda a: a)
-    noise = temperature * torch.randn(B, self.config.token_dim, device=z.device, generator=generator)
-    return euler_sample(lambda x, t: guide(self.head(double(x), double(t), z)), noise, steps)
+    noise = temperature * torch.randn(B, head.token_dim, device=z.device, generator=generator)
+    return euler_sample(lambda x, t: guide(head(double(x), double(t), z)), noise, steps)
 
 
 # %% ../nbs/60_flow_heads.ipynb #6d07019c
@@ -348,11 +356,15 @@ FLOW_SAMPLER = dict(steps=annealed_steps(49, 32, 2, "geometric"), cfg_scale=3.0,
 # the best FID of the guidance and temperature comparisons
 
 # %% ../nbs/60_flow_heads.ipynb #bbdb022c
-def fit_flow(b: Budget, data: Data, run: Path, device) -> Contender:
-    "This notebook's recipe at budget `b`: continuous tokenizer and flow prior, trained or loaded; sampled with `FLOW_SAMPLER`."
-    tok, tok_secs = train_or_load(run / "latent_tokenizer", lambda: LatentTokenizer(LatentConfig(
+def latent_tokenizer(b: Budget, data: Data, run: Path, device) -> tuple[LatentTokenizer, float]:
+    "This notebook's continuous tokenizer (4 channels on the 7x7 grid) at budget `b`, trained or loaded; (model, seconds)."
+    return train_or_load(run / "latent_tokenizer", lambda: LatentTokenizer(LatentConfig(
         latent_dim=4, channels=b.tok_channels, noise=0.2, prior_weight=1e-3)), lambda m: train_latent_tokenizer(
         m, data.xtr, steps=b.tok_steps), load_latent_tokenizer, device, b.recipe(*TOKENIZER_FIELDS))
+
+def fit_flow(b: Budget, data: Data, run: Path, device) -> Contender:
+    "This notebook's recipe at budget `b`: continuous tokenizer and flow prior, trained or loaded; sampled with `FLOW_SAMPLER`."
+    tok, tok_secs = latent_tokenizer(b, data, run, device)
     seq = tok.encode(data.xaug).cpu()
     cfg = FlowPriorConfig(backbone=prior_config(b, 0).to_dict(), token_dim=4, head="flow", head_width=b.head_width,
                           head_depth=2, noise_draws=4)

@@ -14,13 +14,13 @@ from pathlib import Path
 from .core import Config, InputError, check_ids, check_number, check_tensor, eval_mode, load_model
 from .recipes import TOKENIZER_FIELDS, Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_next_token
-from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, codebook_stats, train_tokenizer
+from .vq import EMAVectorQuantizer, Quantized, Tokenizer, TokenizerConfig, check_downsample, codebook_stats, train_tokenizer
 from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['NEXT_SCALE_SAMPLER', 'check_scales', 'Phi', 'MultiScaleQuantizer', 'MultiScaleConfig', 'MultiScaleTokenizer',
-           'scale_positions', 'NextScalePrior', 'sample_next_scale', 'load_multiscale_tokenizer',
-           'load_next_scale_prior', 'ms_tokenizer', 'fit_next_scale']
+           'scale_positions', 'NextScalePrior', 'guidance_ramp', 'sample_next_scale', 'load_multiscale_tokenizer',
+           'load_next_scale_prior', 'scales_name', 'ms_tokenizer', 'next_scale_prior', 'fit_next_scale']
 
 # %% ../nbs/40_next_scale.ipynb #3b0ae854
 def check_scales(scales, latent_size: int) -> tuple[int, ...]:
@@ -53,12 +53,19 @@ class MultiScaleQuantizer(nn.Module):
     @property
     def lengths(self) -> list[int]: return [s * s for s in self.scales]
 
+    def down(self, x: torch.Tensor, s: int) -> torch.Tensor:
+        "A latent (B, D, S, S) resampled to s x s: area averaging (VAR's choice; a subclass may filter otherwise)."
+        return F.interpolate(x, size=(s, s), mode="area") if s != self.size else x
+
+    def up(self, z: torch.Tensor) -> torch.Tensor:
+        "A code map (B, D, s, s) resampled to the latent's S x S: bicubic (VAR's choice)."
+        return F.interpolate(z, size=(self.size, self.size), mode="bicubic", align_corners=False) if z.shape[-1] != self.size else z
+
     def embed_scale(self, k: int, ids: torch.Tensor) -> torch.Tensor:
         "What scale k's token map (B, s, s) adds to the latent: codes, upsampled to S x S, refined by phi_k."
         B, s = ids.shape[0], self.scales[k]
         z = rearrange(self.codebook.lookup(ids.reshape(-1)), "(b h w) d -> b d h w", b=B, h=s, w=s)
-        if s != self.size: z = F.interpolate(z, size=(self.size, self.size), mode="bicubic", align_corners=False)
-        return self.phis[k](z)
+        return self.phis[k](self.up(z))
 
     def forward(self, f: torch.Tensor) -> Quantized:
         if not isinstance(f, torch.Tensor) or f.ndim != 4 or tuple(f.shape[1:]) != (self.dim, self.size, self.size):
@@ -66,8 +73,7 @@ class MultiScaleQuantizer(nn.Module):
         check_tensor(f, "f", kind="float")
         rest, f_hat, loss, ids, rows = f.detach(), torch.zeros_like(f), f.new_zeros(()), [], []
         for k, s in enumerate(self.scales):
-            r = F.interpolate(rest, size=(s, s), mode="area") if s != self.size else rest
-            flat = rearrange(r, "b d h w -> (b h w) d")
+            flat = rearrange(self.down(rest, s), "b d h w -> (b h w) d")
             idx = self.codebook.ids_of(flat).reshape(len(f), s, s)
             h = self.embed_scale(k, idx)
             f_hat, rest = f_hat + h, rest - h.detach()
@@ -98,17 +104,20 @@ def decode_ids(self: MultiScaleQuantizer, ids: torch.Tensor, n_scales: int | Non
 # %% ../nbs/40_next_scale.ipynb #01eb0039
 @dataclass
 class MultiScaleConfig(Config):
-    scales: tuple = (1, 2, 3, 4, 5, 7)  # token maps from coarse to fine; the last is the latent size (image_size / 4)
+    scales: tuple = (1, 2, 3, 4, 5, 7)  # token maps from coarse to fine; the last is the latent size (image_size / downsample)
     n_codes: int = 512                  # shared codebook size
     code_dim: int = 8                   # latent dimension
     channels: int = 32                  # conv width of encoder/decoder (as in 20_vq)
     beta: float = 0.25                  # commitment weight
     image_size: int = 28                # square one-channel images
+    downsample: int = 4                 # image side / latent side: 4 (7x7) or 2 (14x14, 43_scale_speed)
+    OFF_IF_MISSING = {"downsample": 4}  # checkpoints saved before the field existed have the 7x7 latent
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 8, **kw})
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
         if self.channels % 8: raise InputError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
+        check_downsample(self.downsample)
 
 class MultiScaleTokenizer(nn.Module):
     "20_vq's conv encoder/decoder around a multi-scale residual quantizer: uint8 images <-> ids of every scale."
@@ -116,9 +125,9 @@ class MultiScaleTokenizer(nn.Module):
         super().__init__()
         self.config = c = config
         base = Tokenizer(TokenizerConfig(quantizer="ema", n_codes=c.n_codes, code_dim=c.code_dim, channels=c.channels,
-                                         beta=c.beta, image_size=c.image_size))
+                                         beta=c.beta, image_size=c.image_size, downsample=c.downsample))
         self.encoder, self.decoder, self.check_images = base.encoder, base.decoder, base.check_images
-        self.quantizer = MultiScaleQuantizer(base.quantizer, check_scales(c.scales, c.image_size // 4))
+        self.quantizer = MultiScaleQuantizer(base.quantizer, check_scales(c.scales, c.image_size // c.downsample))
 
     @property
     def n_codes(self) -> int: return self.quantizer.n_codes
@@ -130,9 +139,10 @@ class MultiScaleTokenizer(nn.Module):
         return torch.sigmoid(self.decoder(q.z_q)), q
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        "Token ids (B, sum s^2) of uint8 images, scales concatenated coarse to fine."
-        return self(images)[1].indices
+    def encode(self, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+        "Token ids (B, sum s^2) of uint8 images, scales concatenated coarse to fine, `batch_size` at a time (as `Tokenizer.encode`)."
+        self.check_images(images); check_number(batch_size, "batch_size", low=1, integer=True)
+        return torch.cat([self(images[i:i + batch_size])[1].indices for i in range(0, max(len(images), 1), batch_size)])
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor, n_scales: int | None = None) -> torch.Tensor:
@@ -173,12 +183,11 @@ class NextScalePrior(nn.Module):
 
     def scale_inputs(self, f_hat: torch.Tensor, k: int) -> torch.Tensor:
         "Input vectors (B, s_k^2, d) for scale k: the reconstruction so far, downsampled to s_k, plus the scale embedding."
-        s = self.quantizer.scales[k]
-        r = F.interpolate(f_hat, size=(s, s), mode="area") if s != self.quantizer.size else f_hat
+        r = self.quantizer.down(f_hat, self.quantizer.scales[k])
         return self.in_proj(rearrange(r, "b d h w -> b (h w) d")) + self.level.weight[k]
 
-    def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        "Teacher-forced logits (B, L, V) for all scales from ids of (at least) every scale but the last."
+    def teacher_inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        "Input vectors (B, L - 1, d) of every scale after the first, rebuilt from ids of (at least) every scale but the last."
         q, L = self.quantizer, sum(self.quantizer.lengths)
         if ids.ndim != 2 or not L - q.lengths[-1] <= ids.shape[1] <= L:
             raise InputError(f"ids: expected (B, {L - q.lengths[-1]}..{L}) token ids (every scale but the last, at least), got {tuple(ids.shape)}")
@@ -188,10 +197,18 @@ class NextScalePrior(nn.Module):
         for k in range(1, len(q.scales)):
             f_hat = f_hat + q.embed_scale(k - 1, maps[k - 1])
             embeds.append(self.scale_inputs(f_hat, k))
-        return self.transformer(embeds=torch.cat(embeds, 1), labels=labels, mask="block_causal",
+        return torch.cat(embeds, 1)
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        "Teacher-forced logits (B, L, V) for all scales from ids of (at least) every scale but the last."
+        return self.transformer(embeds=self.teacher_inputs(ids), labels=labels, mask="block_causal",
                                 block_sizes=self.block_sizes, positions=self.positions)
 
 # %% ../nbs/40_next_scale.ipynb #f4bd70ea
+def guidance_ramp(cfg_scale: float, k: int, n_scales: int) -> float:
+    "The guidance scale at scale k of n: linear from 1 (the first scale, pure conditional) to `cfg_scale` (the last)."
+    return 1 + (cfg_scale - 1) * k / max(n_scales - 1, 1)
+
 @torch.no_grad()
 def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: float = 1.0, temperature: float = 1.0,
                       top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None,
@@ -215,8 +232,7 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
             if k > 0: logits = t(embeds=prior.scale_inputs(f_hat, k), **step)
             if given is not None and bounds[k + 1] <= given.shape[1]: ids = given[:, bounds[k]:bounds[k + 1]].to(dev)
             else:
-                ramp = 1 + (cfg_scale - 1) * k / max(K - 1, 1)  # guidance grows from 1 at the first scale
-                ids = sample_logits(cfg.mix(logits, ramp), temperature, top_k, top_p, generator)
+                ids = sample_logits(cfg.mix(logits, guidance_ramp(cfg_scale, k, K)), temperature, top_k, top_p, generator)
             out.append(ids)
             f_hat = f_hat + cfg.double(q.embed_scale(k, ids.reshape(B, s, s)))
     return torch.cat(out, 1)
@@ -235,20 +251,38 @@ def load_next_scale_prior(directory: str | Path, quantizer: MultiScaleQuantizer,
     "A next-scale prior from a checkpoint folder, over `quantizer` (its tokenizer's), in eval mode."
     return load_model(lambda config: NextScalePrior(config, quantizer), TransformerConfig, directory, device)
 
-def ms_tokenizer(b: Budget, data: Data, run: Path, device) -> tuple[MultiScaleTokenizer, float]:
-    "The multi-scale tokenizer (scales 1, 2, 3, 4, 5, 7) at budget `b`, trained or loaded from `run`; (model, seconds)."
-    return train_or_load(run / "ms_tokenizer", lambda: MultiScaleTokenizer(MultiScaleConfig(channels=b.tok_channels)),
+def scales_name(prefix: str, scales) -> str:
+    "A checkpoint folder's name: `prefix` for the default scales, else the scales joined (`ms_tokenizer_1-2-4-7`)."
+    scales = tuple(scales)
+    return prefix if scales == MultiScaleConfig.scales else f"{prefix}_{'-'.join(map(str, scales))}"
+
+def ms_tokenizer(b: Budget, data: Data, run: Path, device, scales=MultiScaleConfig.scales,
+                 downsample: int = 4) -> tuple[MultiScaleTokenizer, float]:
+    """The multi-scale tokenizer (default scales 1, 2, 3, 4, 5, 7 on the 7x7 latent) at budget `b`, trained or loaded
+    from `run`; (model, seconds). Other `scales` (ending at 28 / `downsample`) get their own folder."""
+    build = lambda: MultiScaleTokenizer(MultiScaleConfig(scales=tuple(scales), channels=b.tok_channels, downsample=downsample))
+    return train_or_load(run / scales_name("ms_tokenizer", scales), build,
                          lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_multiscale_tokenizer,
                          device, b.recipe(*TOKENIZER_FIELDS))
+
+def next_scale_prior(b: Budget, tok: MultiScaleTokenizer, data: Data, run: Path, device,
+                     name: str | None = None) -> tuple[NextScalePrior, float]:
+    """VAR's prior over `tok`'s ids at budget `b`, trained or loaded from `run / name` (default: a folder per scale
+    list); (model, seconds)."""
+    seq = tok.encode(data.xaug).cpu()
+    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
+    if name is None:  # a folder per scale list, and per quantizer class (a prior over other codes never loads VAR's)
+        kind = type(tok.quantizer)
+        name = scales_name("next_scale_prior", tok.quantizer.scales) + ("" if kind is MultiScaleQuantizer else f"_{kind.__name__}")
+    return train_or_load(run / name, lambda: NextScalePrior(cfg, tok.quantizer),
+        lambda m: train_next_token(m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3,
+                                   desc="train next-scale prior"),
+        lambda d: load_next_scale_prior(d, tok.quantizer), device, b.recipe(slow=True))  # fp32: see 00_core's table
 
 def fit_next_scale(b: Budget, data: Data, run: Path, device) -> Contender:
     "This notebook's recipe at budget `b`: multi-scale tokenizer and next-scale prior; sample with `NEXT_SCALE_SAMPLER`."
     tok, tok_secs = ms_tokenizer(b, data, run, device)
-    seq = tok.encode(data.xaug).cpu()
-    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
-    var, secs = train_or_load(run / "next_scale_prior", lambda: NextScalePrior(cfg, tok.quantizer), lambda m: train_next_token(
-        m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3, desc="train next-scale prior"),
-        lambda d: load_next_scale_prior(d, tok.quantizer), device, b.recipe(slow=True))  # fp32: see 00_core's table
+    var, secs = next_scale_prior(b, tok, data, run, device)
     return Contender(lambda y, g: tok.decode(sample_next_scale(var, y, generator=g, **NEXT_SCALE_SAMPLER)), var.transformer,
                      [tok, var], tok_secs + secs, f"one pass per scale, cfg {NEXT_SCALE_SAMPLER['cfg_scale']:g} (ramped), "
                      f"T {NEXT_SCALE_SAMPLER['temperature']:g}, top-p {NEXT_SCALE_SAMPLER['top_p']:g}")

@@ -11,7 +11,7 @@ from torch import nn
 from fastcore.basics import patch
 from .core import InputError, check_ids, check_number, eval_mode, load_model
 from .masked import mask_ratios, masked_counts, random_masks
-from .next_scale import NEXT_SCALE_SAMPLER, MultiScaleQuantizer, NextScalePrior, ms_tokenizer, sample_next_scale, scale_positions
+from .next_scale import NEXT_SCALE_SAMPLER, MultiScaleQuantizer, guidance_ramp, NextScalePrior, ms_tokenizer, sample_next_scale, scale_positions
 from .recipes import Budget, Contender, Data, prior_config, train_or_load
 from .transformer import Guidance, TransformerConfig, block_ids, sample_logits, train_next_token, train_on_tokens
 
@@ -128,7 +128,7 @@ def sample_markov(prior: MarkovScalePrior, labels: torch.Tensor, steps_per_scale
         for k, (s, n) in enumerate(zip(q.scales, q.lengths)):
             pos = torch.cat([prior.positions[:1], prior.positions[1 + prior.starts[k]:1 + prior.starts[k + 1]]])
             ids, known = torch.zeros(B, n, dtype=torch.long, device=dev), torch.zeros(B, n, dtype=torch.bool, device=dev)
-            ramp = 1 + (cfg_scale - 1) * k / max(K - 1, 1)
+            ramp = guidance_ramp(cfg_scale, k, K)
             for hidden_after in masked_counts(n, steps[k]):
                 x = prior.block_inputs(f_hat, k, cfg.double(ids), cfg.double(known))
                 logits = cfg.mix(t(embeds=x, labels=cfg.labels, mask=markov_mask([n]).to(dev), positions=pos)[:, 1:].float(), ramp)

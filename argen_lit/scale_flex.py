@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 from .core import InputError, check_ids, check_number, check_tensor, eval_mode, load_model, train_loop
 from .data import endless, make_loader
-from .next_scale import NEXT_SCALE_SAMPLER, MultiScaleTokenizer, NextScalePrior, check_scales, sample_next_scale
+from .next_scale import NEXT_SCALE_SAMPLER, MultiScaleTokenizer, NextScalePrior, check_scales, guidance_ramp, sample_next_scale
 from .recipes import Budget, Contender, Data, prior_config, train_or_load
 from .scale_family import aligned_positions
 from .transformer import Guidance, Transformer, TransformerConfig, sample_logits, train_on_tokens
@@ -152,7 +152,7 @@ def sample_flex(prior: FlexPrior, labels: torch.Tensor, scales=(1, 2, 3, 4, 5, 7
         for k, s in enumerate(scales):
             if k > 0: logits = t(embeds=prior.scale_inputs(cfg.double(maps[-1]), s), **step)
             if k < len(given): ids = given[k].to(dev).flatten(1)
-            else: ids = sample_logits(cfg.mix(logits, 1 + (cfg_scale - 1) * k / max(K - 1, 1)), temperature, None, top_p, generator)
+            else: ids = sample_logits(cfg.mix(logits, guidance_ramp(cfg_scale, k, K)), temperature, None, top_p, generator)
             maps.append(ids.reshape(B, s, s))
     return maps
 

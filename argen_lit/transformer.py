@@ -302,11 +302,12 @@ def embed_inputs(self: Transformer, tokens, embeds) -> torch.Tensor:
 def forward(self: Transformer, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None, *,
             embeds: torch.Tensor | None = None, mask="causal", block_sizes=None,
             cache: KVCache | None = None, positions: torch.Tensor | None = None,
-            states: torch.Tensor | None = None, return_hidden: bool = False) -> torch.Tensor:
+            states: torch.Tensor | None = None, return_hidden: bool = False, after_block=None) -> torch.Tensor:
     """Logits (B, L, vocab), or hidden states (B, L, d) with `return_hidden`, for `tokens` (B, T) or `embeds`
     (B, T, d); L = T + 1 at the start of a sequence (class token first), else T. `positions` (max_len, axes)
     replaces the RoPE position table; `mask` is 'causal', 'full', 'block_causal' (+ `block_sizes`) or bool.
-    `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`."""
+    `states` (B, L, len(state_sizes)): each position's state ids, for a model with `state_sizes`.
+    `after_block(i, x)`, when given, returns the residual stream after block i (a model that mixes between layers)."""
     x = self.embed_inputs(tokens, embeds)
     start = cache.length if cache is not None else 0
     if start == 0:
@@ -330,7 +331,9 @@ def forward(self: Transformer, tokens: torch.Tensor | None = None, labels: torch
     if self.config.rope == "none": angles = torch.zeros_like(angles)
     rot = (angles.cos(), angles.sin())  # computed once, used by every layer
     attn_mask, is_causal = attention_mask(mask, T, start + T, block_sizes, x.device)
-    for i, blk in enumerate(self.blocks): x = blk(x, rot, attn_mask, is_causal, cache, i)
+    for i, blk in enumerate(self.blocks):
+        x = blk(x, rot, attn_mask, is_causal, cache, i)
+        if after_block is not None: x = after_block(i, x)
     if cache is not None: cache.length += T
     x = self.norm(x)
     if return_hidden or self.head is None: return x

@@ -20,10 +20,10 @@ from .transformer import Transformer, generate, load_transformer, train_next_tok
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['QUANTIZERS', 'VQ_SAMPLER', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code', 'VectorQuantizer',
-           'EMAVectorQuantizer', 'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'conv_encoder', 'conv_decoder',
-           'check_image_batch', 'TokenizerConfig', 'Tokenizer', 'train_tokenizer', 'evaluate_tokenizer',
-           'load_tokenizer', 'sample_images', 'vq_tokenizer', 'raster_prior', 'fit_vq']
+__all__ = ['QUANTIZERS', 'DOWNSAMPLES', 'VQ_SAMPLER', 'Quantized', 'codebook_stats', 'Quantizer', 'nearest_code',
+           'VectorQuantizer', 'EMAVectorQuantizer', 'FSQ', 'LFQ', 'make_quantizer', 'ResBlock', 'check_downsample',
+           'conv_encoder', 'conv_decoder', 'check_image_batch', 'TokenizerConfig', 'Tokenizer', 'train_tokenizer',
+           'evaluate_tokenizer', 'load_tokenizer', 'sample_images', 'vq_tokenizer', 'raster_prior', 'fit_vq']
 
 # %% ../nbs/20_vq.ipynb #2b9e0be8
 class Quantized(NamedTuple):
@@ -226,16 +226,29 @@ class ResBlock(nn.Module):
                                   nn.GroupNorm(8, c), nn.SiLU(), nn.Conv2d(c, c, 3, padding=1))
     def forward(self, x): return x + self.body(x)
 
-def conv_encoder(ch: int, out_dim: int) -> nn.Sequential:
-    "Images in [-1, 1] (B, 1, H, W) -> latents (B, out_dim, H/4, W/4): two stride-2 convs with residual blocks."
-    return nn.Sequential(nn.Conv2d(1, ch, 3, padding=1), nn.SiLU(), nn.Conv2d(ch, ch, 4, 2, 1), ResBlock(ch),
+DOWNSAMPLES = (2, 4)  # image side / latent side: 4 gives the course's 7x7 grid, 2 a 14x14 one
+
+def check_downsample(downsample) -> int:
+    "`downsample` itself when it is one of `DOWNSAMPLES`, else a clear error."
+    if downsample not in DOWNSAMPLES or isinstance(downsample, bool):
+        raise InputError(f"downsample: expected one of {DOWNSAMPLES}, got {downsample!r}")
+    return downsample
+
+def conv_encoder(ch: int, out_dim: int, downsample: int = 4) -> nn.Sequential:
+    """Images in [-1, 1] (B, 1, H, W) -> latents (B, out_dim, H/d, W/d), d = `downsample`: two stride-2 convs with
+    residual blocks (d = 4), or the first of them at stride 1 (d = 2)."""
+    stride2 = check_downsample(downsample) == 4  # layers built in this order: a seed gives the same weights as before
+    return nn.Sequential(nn.Conv2d(1, ch, 3, padding=1), nn.SiLU(),
+                         nn.Conv2d(ch, ch, 4, 2, 1) if stride2 else nn.Conv2d(ch, ch, 3, padding=1), ResBlock(ch),
                          nn.Conv2d(ch, 2 * ch, 4, 2, 1), ResBlock(2 * ch), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
                          nn.Conv2d(2 * ch, out_dim, 1))
 
-def conv_decoder(ch: int, in_dim: int) -> nn.Sequential:
-    "Latents (B, in_dim, h, w) -> pixel logits (B, 1, 4h, 4w): the mirror of `conv_encoder`."
+def conv_decoder(ch: int, in_dim: int, downsample: int = 4) -> nn.Sequential:
+    "Latents (B, in_dim, h, w) -> pixel logits (B, 1, dh, dw), d = `downsample`: the mirror of `conv_encoder`."
+    stride2 = check_downsample(downsample) == 4
     return nn.Sequential(nn.Conv2d(in_dim, 2 * ch, 3, padding=1), ResBlock(2 * ch), nn.ConvTranspose2d(2 * ch, ch, 4, 2, 1),
-                         ResBlock(ch), nn.ConvTranspose2d(ch, ch, 4, 2, 1), nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1))
+                         ResBlock(ch), nn.ConvTranspose2d(ch, ch, 4, 2, 1) if stride2 else nn.Conv2d(ch, ch, 3, padding=1),
+                         nn.SiLU(), nn.Conv2d(ch, 1, 3, padding=1))
 
 def check_image_batch(images, size: int) -> None:
     "Raise a clear error unless `images` is a uint8-valued batch (B, 1, size, size)."
@@ -251,29 +264,32 @@ class TokenizerConfig(Config):
     n_codes: int = 512            # code budget (vq, vq-l2, ema, lfq); fsq uses prod(fsq_levels)
     code_dim: int = 8             # latent dimension of the vq variants (LlamaGen: 8)
     fsq_levels: tuple = (8, 8, 8) # FSQ levels per latent dimension
-    channels: int = 32            # conv width at 14x14 (twice that at 7x7)
+    channels: int = 32            # conv width after the first stage (twice that after the second)
     beta: float = 0.25            # commitment weight (vq variants)
-    image_size: int = 28          # square one-channel images; the grid is image_size / 4
+    image_size: int = 28          # square one-channel images; the grid is image_size / downsample
+    downsample: int = 4           # 4: a 7x7 grid for 28x28 digits; 2: a 14x14 grid (43_scale_speed)
+    OFF_IF_MISSING = {"downsample": 4}  # checkpoints saved before the field existed have the 7x7 grid
     @classmethod
     def smoke(cls, **kw): return cls(**{"channels": 16, **kw})
     def __post_init__(self):
         super().__post_init__(); self._check_ints("n_codes", "code_dim", "channels", "image_size"); check_number(self.beta, "beta", low=0)
         if self.channels % 8: raise InputError(f"channels: expected a multiple of 8 (GroupNorm's 8 groups), got {self.channels}")
+        check_downsample(self.downsample)
 
 class Tokenizer(nn.Module):
-    "Conv encoder -> quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> token ids (B, 7, 7)."
+    "Conv encoder -> quantizer -> conv decoder: uint8 (B, 1, 28, 28) <-> token ids (B, 7, 7), or (B, 14, 14) with downsample 2."
     def __init__(self, config: TokenizerConfig = TokenizerConfig()):
         super().__init__()
         self.config = c = config
         if c.image_size % 4: raise InputError(f"image_size: expected a multiple of 4, got {c.image_size}")
         self.quantizer = make_quantizer(c.quantizer, c.n_codes, c.code_dim, c.fsq_levels, c.beta)
         ch, d = c.channels, self.quantizer.dim
-        self.encoder, self.decoder = conv_encoder(ch, d), conv_decoder(ch, d)
+        self.encoder, self.decoder = conv_encoder(ch, d, c.downsample), conv_decoder(ch, d, c.downsample)
 
     @property
     def n_codes(self) -> int: return self.quantizer.n_codes
     @property
-    def grid(self) -> tuple[int, int]: return (self.config.image_size // 4,) * 2
+    def grid(self) -> tuple[int, int]: return (self.config.image_size // self.config.downsample,) * 2
 
     def check_images(self, images): check_image_batch(images, self.config.image_size)
 
@@ -288,9 +304,10 @@ class Tokenizer(nn.Module):
 # %% ../nbs/20_vq.ipynb #79273c4c
 @patch
 @torch.no_grad()
-def encode(self: Tokenizer, images: torch.Tensor) -> torch.Tensor:
-    "Token ids (B, h, w) of uint8 images."
-    return self(images)[1].indices
+def encode(self: Tokenizer, images: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    "Token ids (B, h, w) of uint8 images, `batch_size` at a time (a 14x14 encoder's activations for 36,000 digits exceed 24 GiB)."
+    self.check_images(images); check_number(batch_size, "batch_size", low=1, integer=True)
+    return torch.cat([self(images[i:i + batch_size])[1].indices for i in range(0, max(len(images), 1), batch_size)])
 
 @patch
 @torch.no_grad()
@@ -357,16 +374,20 @@ def sample_images(tokenizer: Tokenizer, prior: Transformer, labels: torch.Tensor
 VQ_SAMPLER = dict(cfg_scale=3.0)  # the sweep above: the best class accuracy (98.8%) at FID 0.86; cfg 2 has FID 0.75 at 98.4%
 
 # %% ../nbs/20_vq.ipynb #75c0b11f
-def vq_tokenizer(b: Budget, data: Data, run: Path, device) -> tuple[Tokenizer, float]:
-    "The course's baseline tokenizer (EMA-VQ, 512 codes) at budget `b`, trained or loaded from `run`; (model, seconds)."
-    return train_or_load(run / "vq_tokenizer", lambda: Tokenizer(TokenizerConfig(quantizer="ema", channels=b.tok_channels)),
+def vq_tokenizer(b: Budget, data: Data, run: Path, device, downsample: int = 4) -> tuple[Tokenizer, float]:
+    """The course's baseline tokenizer (EMA-VQ, 512 codes) at budget `b`, trained or loaded from `run`; (model, seconds).
+    `downsample` 2 gives the 14x14 grid (folder `vq_tokenizer_d2`)."""
+    name = "vq_tokenizer" if check_downsample(downsample) == 4 else f"vq_tokenizer_d{downsample}"
+    return train_or_load(run / name, lambda: Tokenizer(TokenizerConfig(quantizer="ema", channels=b.tok_channels, downsample=downsample)),
                          lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_tokenizer, device,
                          b.recipe(*TOKENIZER_FIELDS))
 
 def raster_prior(b: Budget, tok: Tokenizer, data: Data, run: Path, device) -> tuple[Transformer, float]:
-    "The course's baseline raster prior over `tok`'s codes at budget `b`, trained or loaded from `run`; (model, seconds)."
-    seq = tok.encode(data.xaug).flatten(1).cpu()
-    return train_or_load(run / "vq_prior", lambda: Transformer(prior_config(b, tok.n_codes)), lambda m: train_next_token(
+    """The course's baseline raster prior over `tok`'s codes at budget `b`, trained or loaded from `run`; (model, seconds).
+    A grid other than 7x7 gets its own folder (`vq_prior_14x14`) and positions."""
+    seq, (h, w) = tok.encode(data.xaug).flatten(1).cpu(), tok.grid
+    name = "vq_prior" if (h, w) == (7, 7) else f"vq_prior_{h}x{w}"
+    return train_or_load(run / name, lambda: Transformer(prior_config(b, tok.n_codes, 1 + h * w, grid=(h, w))), lambda m: train_next_token(
         m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior", cpu_bf16=b.cpu_bf16),
         load_transformer, device, b.recipe())
 
