@@ -195,7 +195,8 @@ def sample_flowar(prior: FlowARPrior, labels: torch.Tensor, steps: int = 16, cfg
 # %% ../nbs/44_scale_content.ipynb #61a9db81
 FLOWAR_SAMPLER = dict(steps=16, cfg_scale=3.0, temperature=0.6)  # 60_flow_heads' guidance, ramped over the scales; a
 # lower temperature than its 0.9, from this notebook's sweep (300 samples, seed 0): T 0.9 85.0% class accuracy, FID 3.26,
-# recall 0.61; T 0.6 91.0%, 3.03, 0.31; T 0.3 97.0%, 2.99, 0.03 (near-collapse); 32 steps or cfg 5 at T 0.9 did not help
+# recall 0.61; T 0.6 91.0%, 3.03, 0.31; T 0.3 97.0%, 2.99, 0.03 (near-collapse); at T 0.9, 32 steps 84.0%, FID 3.41 and
+# cfg 5 84.3%, 3.69 did not help
 
 def flowar_tokens(maps: list[torch.Tensor]) -> torch.Tensor:
     "The latent tokens (B, S^2, C) of `sample_flowar`'s last map, for `LatentTokenizer.decode`."
