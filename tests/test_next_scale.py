@@ -1,23 +1,17 @@
 import pytest
 import torch
 from argen_lit.core import make_generator
-from argen_lit.data import load_mnist5k
 from argen_lit.next_scale import (MultiScaleConfig, MultiScaleTokenizer, NextScalePrior, check_scales,
                                   sample_next_scale, scale_positions)
 from argen_lit.transformer import TransformerConfig
-from argen_lit.vq import train_tokenizer
 
 
 @pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    x, y = load_mnist5k("test")
-    tok = MultiScaleTokenizer(MultiScaleConfig.smoke())
-    train_tokenizer(tok, x[:256], steps=5)
-    tok.eval()
+def parts(ms_smoke):
+    tok, x, y = ms_smoke
     prior = NextScalePrior(TransformerConfig.smoke(vocab_size=tok.n_codes, max_seq_len=104, rope="2d", grid=(7, 7)),
                            tok.quantizer).eval()
-    return tok, prior, x[:6], y[:6]
+    return tok, prior, x, y
 
 
 def test_decoding_the_ids_reproduces_the_quantizer_reconstruction(parts):

@@ -1,28 +1,22 @@
 import pytest
 import torch
 from argen_lit.core import make_generator
-from argen_lit.data import load_mnist5k
-from argen_lit.next_scale import MultiScaleConfig, MultiScaleTokenizer, NextScalePrior, scale_positions
+from argen_lit.next_scale import NextScalePrior, scale_positions
 from argen_lit.recipes import get_budget, load_data
 from argen_lit.scale_family import (MarkovScalePrior, StarPrior, aligned_positions, attention_cost, check_steps_per_scale,
                                     fit_markov, fit_star, markov_loss, markov_mask, sample_markov, train_markov)
 from argen_lit.transformer import TransformerConfig
-from argen_lit.vq import train_tokenizer
 
 STARTS = [0, 1, 5, 14, 30, 55, 104]
 
 
 @pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    x, y = load_mnist5k("test")
-    tok = MultiScaleTokenizer(MultiScaleConfig.smoke())
-    train_tokenizer(tok, x[:256], steps=5)
-    tok.eval()
+def parts(ms_smoke):
+    tok, x, y = ms_smoke
     cfg = TransformerConfig.smoke(vocab_size=tok.n_codes, max_seq_len=105, rope="2d", grid=(7, 7))
     torch.manual_seed(1)
     markov = MarkovScalePrior(cfg, tok.quantizer).eval()
-    return tok, markov, x[:6], y[:6]
+    return tok, markov, x, y
 
 
 def test_aligned_positions_put_each_query_at_its_own_token_and_var_reads_one_slot_late():
