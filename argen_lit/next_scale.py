@@ -216,6 +216,8 @@ def sample_next_scale(prior: NextScalePrior, labels: torch.Tensor, cfg_scale: fl
     """Token ids (B, sum s^2), one forward pass per scale with the KV cache; guidance ramps linearly from 1 (first scale)
     to `cfg_scale` (last). `given` (B, n) fixes the first n ids, which must end on a scale boundary."""
     q, t, dev = prior.quantizer, prior.transformer, next(prior.parameters()).device
+    if list(prior.block_sizes) != list(q.lengths):  # e.g. a prior that draws a scale row by row needs its own sampler
+        raise InputError(f"prior: its blocks {list(prior.block_sizes)} are not one per scale {q.lengths}; sample it with its own sampler")
     B, K, bounds = len(labels), len(q.scales), [sum(q.lengths[:k]) for k in range(len(q.scales) + 1)]
     if given is not None:
         if given.ndim != 2 or len(given) != B or given.shape[1] not in bounds:

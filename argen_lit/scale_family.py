@@ -17,8 +17,10 @@ from .transformer import Guidance, TransformerConfig, block_ids, sample_logits, 
 
 
 # %% auto #0
-__all__ = ['STAR_SAMPLER', 'MARKOV_SAMPLER', 'aligned_positions', 'StarPrior', 'markov_mask', 'MarkovScalePrior', 'markov_loss',
-           'train_markov', 'check_steps_per_scale', 'sample_markov', 'attention_cost', 'fit_star', 'fit_markov']
+__all__ = ['STAR_SAMPLER', 'MARKOV_SAMPLER', 'STABLE_SAMPLER', 'STABLE_CAUSAL_SCALES', 'aligned_positions', 'StarPrior',
+           'markov_mask', 'MarkovScalePrior', 'markov_loss', 'train_markov', 'check_steps_per_scale', 'sample_markov',
+           'attention_cost', 'stable_blocks', 'StableStarPrior', 'sample_stable', 'fit_star', 'fit_markov',
+           'fit_stable_star']
 
 # %% ../nbs/41_scale_family.ipynb #e8eceaef
 def aligned_positions(scales, size: int) -> torch.Tensor:
@@ -161,9 +163,83 @@ def attention_cost(lengths, steps_per_scale=None) -> dict:
     return {"pairs": sum(t * (1 + n) ** 2 for t, n in zip(steps, lengths)), "positions": 1 + max(lengths)}
 
 
+# %% ../nbs/41_scale_family.ipynb #a95168da
+def stable_blocks(scales, causal_scales: int) -> list[int]:
+    """Block sizes of the stable sequence (class token + every scale's inputs): one block per scale, except that each
+    of the last `causal_scales` scales (1 to len(scales) - 1) is one block per row."""
+    scales = list(scales)
+    check_number(causal_scales, "causal_scales", low=1, high=len(scales) - 1, integer=True)
+    first = len(scales) - causal_scales
+    return [s * s for s in scales[:first]] + [s for s in scales[first:] for _ in range(s)]
+
+class StableStarPrior(StarPrior):
+    """STAR's prior with stable sampling: the last `causal_scales` scales are sequences of rows (`stable_blocks`), and
+    each of their positions also reads the token directly above it (`above`; its last row: a scale's first row). Sample
+    with `sample_stable`, not `sample_next_scale` (which draws a scale in one pass and knows nothing of rows)."""
+    def __init__(self, config: TransformerConfig, quantizer: MultiScaleQuantizer, causal_scales: int = 1):
+        blocks = stable_blocks(quantizer.scales, causal_scales)
+        super().__init__(config, quantizer)
+        self.causal_scales, self.first_causal = causal_scales, len(quantizer.scales) - causal_scales
+        self.stable_blocks = blocks
+        self.above = nn.Embedding(quantizer.n_codes + 1, config.d_model)
+        nn.init.normal_(self.above.weight, std=0.02)
+
+    @property
+    def block_sizes(self) -> list[int]: return self.stable_blocks
+
+    def row_inputs(self, ids_k: torch.Tensor, s: int) -> torch.Tensor:
+        "Embeddings (B, s^2, d) of the token above each position of an s x s map's ids (B, s^2); the first row: the start row."
+        start = ids_k.new_full((len(ids_k), s), self.quantizer.n_codes)
+        return self.above(torch.cat([start, ids_k[:, :-s]], 1))
+
+    def teacher_inputs(self, ids: torch.Tensor) -> torch.Tensor:
+        """VAR's inputs (B, L - 1, d), plus on the causal scales the token above each position: needs the ids of every
+        token (the very last may be left out, as next-token training does: no row lies below it)."""
+        q, L = self.quantizer, sum(self.quantizer.lengths)
+        if ids.ndim != 2 or ids.shape[1] not in (L - 1, L):
+            raise InputError(f"ids: expected (B, {L - 1}) or (B, {L}) ids (a row reads the row above it), got {tuple(ids.shape)}")
+        x, a = super().teacher_inputs(ids), sum(q.lengths[:self.first_causal])  # token a sits at input a - 1
+        ids = F.pad(ids, (0, L - ids.shape[1]))  # a left-out last token is read by no one
+        rows = [self.row_inputs(m, s) for m, s in zip(ids[:, a:].split(q.lengths[self.first_causal:], 1), q.scales[self.first_causal:])]
+        return torch.cat([x[:, :a - 1], x[:, a - 1:] + torch.cat(rows, 1)], 1)
+
+
+# %% ../nbs/41_scale_family.ipynb #a840449a
+@torch.no_grad()
+def sample_stable(prior: StableStarPrior, labels: torch.Tensor, cfg_scale: float = 1.0, temperature: float = 1.0,
+                  top_k: int | None = None, top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Token ids (B, sum s^2) with the KV cache: the scales before `prior.first_causal` one pass each (as
+    `sample_next_scale`), each later scale one row per pass, top to bottom, every row reading the row above it.
+    Guidance ramps from 1 to `cfg_scale` over the scales (`guidance_ramp`)."""
+    if not isinstance(prior, StableStarPrior): raise InputError(f"prior: expected a StableStarPrior, got {type(prior).__name__}")
+    q, t, dev = prior.quantizer, prior.transformer, next(prior.parameters()).device
+    B, K = len(labels), len(q.scales)
+    cfg = Guidance(labels, t.config.null_class, cfg_scale, dev)
+    rows_n = len(cfg.labels)
+    step = dict(mask="block_causal", block_sizes=prior.block_sizes, positions=prior.positions,
+                cache=t.new_cache(rows_n, sum(q.lengths)))
+    draw = lambda logits, k: sample_logits(cfg.mix(logits, guidance_ramp(cfg_scale, k, K)), temperature, top_k, top_p, generator)
+    out, f_hat = [], torch.zeros(rows_n, q.dim, q.size, q.size, device=dev)
+    with eval_mode(prior):
+        for k, s in enumerate(q.scales):
+            if k == 0: ids = draw(t(embeds=torch.zeros(rows_n, 0, t.config.d_model, device=dev), labels=cfg.labels, **step), 0)
+            elif k < prior.first_causal: ids = draw(t(embeds=prior.scale_inputs(f_hat, k), **step), k)
+            else:
+                x, row, rows = prior.scale_inputs(f_hat, k), torch.full((B, s), q.n_codes, device=dev), []
+                for r in range(s):
+                    row = draw(t(embeds=x[:, r * s:(r + 1) * s] + prior.above(cfg.double(row)), **step), k)
+                    rows.append(row)
+                ids = torch.cat(rows, 1)
+            out.append(ids)
+            f_hat = f_hat + cfg.double(q.embed_scale(k, ids.reshape(B, s, s)))
+    return torch.cat(out, 1)
+
+
 # %% ../nbs/41_scale_family.ipynb #58f99532
 STAR_SAMPLER = dict(NEXT_SCALE_SAMPLER)  # VAR's sampler unchanged: one change at a time
 MARKOV_SAMPLER = dict(NEXT_SCALE_SAMPLER, steps_per_scale=1)  # one step per scale, as VAR; more at will
+STABLE_SAMPLER = dict(NEXT_SCALE_SAMPLER)  # VAR's settings; only the order inside the last scale changes
+STABLE_CAUSAL_SCALES = 1  # the 7x7 map row by row: 5 + 7 = 12 passes
 
 def fit_star(b: Budget, data: Data, run: Path, device) -> Contender:
     "VAR's recipe at budget `b` with STAR's aligned positions (`StarPrior`); sampled with `STAR_SAMPLER`."
@@ -186,4 +262,17 @@ def fit_markov(b: Budget, data: Data, run: Path, device) -> Contender:
     hmar, secs = train_or_load(run / "markov_prior", lambda: MarkovScalePrior(cfg, tok.quantizer), fit, load, device, b.recipe(slow=True))
     return Contender(lambda y, g: tok.decode(sample_markov(hmar, y, generator=g, **MARKOV_SAMPLER)), hmar.transformer,
                      [tok, hmar], tok_secs + secs, f"Markov, {MARKOV_SAMPLER['steps_per_scale']} step(s) per scale, cfg 3 (ramped), T 0.8, top-p 0.7")
+
+def fit_stable_star(b: Budget, data: Data, run: Path, device) -> Contender:
+    """STAR with stable sampling at budget `b`: a `StableStarPrior` (the last `STABLE_CAUSAL_SCALES` scales row by row)
+    trained with VAR's loss; sampled with `sample_stable` and `STABLE_SAMPLER`."""
+    tok, tok_secs = ms_tokenizer(b, data, run, device)
+    seq, c = tok.encode(data.xaug).cpu(), STABLE_CAUSAL_SCALES
+    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
+    fit = lambda m: train_next_token(m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3, desc="train stable STAR prior")
+    load = lambda d: load_model(lambda cf: StableStarPrior(cf, tok.quantizer, c), TransformerConfig, d, device)
+    recipe = {**b.recipe(slow=True), "causal_scales": c}  # the weights do not tell: a folder trained with another c is refused
+    prior, secs = train_or_load(run / f"stable_star_prior_c{c}", lambda: StableStarPrior(cfg, tok.quantizer, c), fit, load, device, recipe)
+    return Contender(lambda y, g: tok.decode(sample_stable(prior, y, generator=g, **STABLE_SAMPLER)), prior.transformer,
+                     [tok, prior], tok_secs + secs, f"STAR positions; the last {c} scale(s) row by row ({len(prior.block_sizes)} passes)")
 

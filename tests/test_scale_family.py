@@ -3,8 +3,9 @@ import torch
 from argen_lit.core import make_generator
 from argen_lit.next_scale import NextScalePrior, scale_positions
 from argen_lit.recipes import get_budget, load_data
-from argen_lit.scale_family import (MarkovScalePrior, StarPrior, aligned_positions, attention_cost, check_steps_per_scale,
-                                    fit_markov, fit_star, markov_loss, markov_mask, sample_markov, train_markov)
+from argen_lit.scale_family import (MarkovScalePrior, StableStarPrior, StarPrior, aligned_positions, attention_cost,
+                                    check_steps_per_scale, fit_markov, fit_stable_star, fit_star, markov_loss, markov_mask,
+                                    sample_markov, sample_stable, stable_blocks, train_markov)
 from argen_lit.transformer import TransformerConfig
 
 STARTS = [0, 1, 5, 14, 30, 55, 104]
@@ -142,9 +143,92 @@ def test_the_entries_train_save_and_load_back(tmp_path):
     b = get_budget("smoke")
     data = load_data(b)
     labels = torch.arange(4)
-    for fit in (fit_star, fit_markov):
+    for fit in (fit_star, fit_markov, fit_stable_star):
         first = fit(b, data, tmp_path, "cpu")
         again = fit(b, data, tmp_path, "cpu")                      # loaded from tmp_path, not trained again
         a, c = first.sample(labels, make_generator(0)), again.sample(labels, make_generator(0))
         assert a.shape == (4, 1, 28, 28) and a.dtype == torch.uint8 and torch.equal(a, c)
     assert (tmp_path / "star_prior" / "config.json").exists() and (tmp_path / "markov_prior" / "model.safetensors").exists()
+    assert (tmp_path / "stable_star_prior_c1" / "model.safetensors").exists()
+
+
+def stable_prior(tok, causal_scales=1, seed=2):
+    torch.manual_seed(seed)
+    cfg = TransformerConfig.smoke(vocab_size=tok.n_codes, max_seq_len=104, rope="2d", grid=(7, 7), abs_pos=True)
+    return StableStarPrior(cfg, tok.quantizer, causal_scales).eval()
+
+
+def test_stable_blocks_split_the_last_scales_into_rows():
+    assert stable_blocks((1, 2, 3), 1) == [1, 4, 3, 3, 3]
+    assert stable_blocks((1, 2, 3), 2) == [1, 2, 2, 3, 3, 3]
+    assert sum(stable_blocks((1, 2, 3, 4, 5, 7), 3)) == 104
+    for bad in (0, 3, 1.0, "1", True):
+        with pytest.raises(ValueError, match="causal_scales"): stable_blocks((1, 2, 3), bad)
+
+
+@pytest.mark.parametrize("causal_scales", [1, 2])
+def test_a_stable_row_reads_the_rows_above_and_the_earlier_scales_only(parts, causal_scales):
+    tok, _, x, y = parts
+    prior, ids = stable_prior(tok, causal_scales), tok.encode(x)
+    base = prior(ids, y)
+    assert base.shape == (6, 104, tok.n_codes)
+    for k in range(6 - causal_scales, 6):                          # every causal scale: rows in order
+        s, a = tok.quantizer.scales[k], STARTS[k]
+        for r in range(s - 1):
+            for c in range(s):
+                j = a + s * r + c
+                poked = ids.clone(); poked[:, j] = (poked[:, j] + 5) % tok.n_codes
+                moved = (prior(poked, y) - base).abs().amax(-1).amax(0)
+                assert (moved[:a + s * (r + 1)] < 1e-5).all(), (k, r, c)  # nothing before it or in its row moves
+                assert moved[j + s] > 1e-6, (k, r, c)                     # the token directly below reads it
+    k = 5 - causal_scales                                          # a parallel scale still reaches the later ones only
+    poked = ids.clone(); poked[:, STARTS[k]] = (poked[:, STARTS[k]] + 5) % tok.n_codes
+    moved = (prior(poked, y) - base).abs().amax(-1).amax(0)
+    assert (moved[:STARTS[k + 1]] < 1e-5).all() and (moved[STARTS[k + 1]:] > 1e-6).any()
+    assert torch.allclose(prior(ids[:, :-1], y), base, atol=1e-6)  # the last token is read by no one
+
+
+@pytest.mark.parametrize("causal_scales", [1, 3])
+def test_greedy_stable_sampling_equals_the_teacher_forced_argmax(parts, causal_scales):
+    tok, _, _, y = parts
+    prior = stable_prior(tok, causal_scales)
+    ids = sample_stable(prior, y, top_k=1)
+    assert ids.shape == (6, 104)
+    assert torch.equal(prior(ids, y).argmax(-1), ids)
+
+
+def test_guided_stable_sampling_equals_the_guided_teacher_forced_argmax(parts):
+    from argen_lit.next_scale import guidance_ramp
+    from argen_lit.transformer import cfg_logits
+    tok, _, _, y = parts
+    prior = stable_prior(tok, 2)
+    ids = sample_stable(prior, y, cfg_scale=3.0, top_k=1)
+    cond, uncond = prior(ids, y), prior(ids, torch.full_like(y, prior.config.null_class))
+    for k in range(6):                                             # the guidance ramps over the scales
+        a, b = STARTS[k], STARTS[k + 1]
+        want = cfg_logits(cond[:, a:b], uncond[:, a:b], guidance_ramp(3.0, k, 6)).argmax(-1)
+        assert torch.equal(want, ids[:, a:b]), k
+
+
+def test_stable_sampling_is_seeded_and_counts_its_passes(parts):
+    from argen_lit.eval import count_forward_passes
+    tok, _, _, y = parts
+    prior = stable_prior(tok)
+    kw = dict(cfg_scale=2.0, temperature=0.9, top_p=0.9)
+    with count_forward_passes(prior.transformer) as calls:
+        a = sample_stable(prior, y, generator=make_generator(0), **kw)
+    b, c = (sample_stable(prior, y, generator=make_generator(s), **kw) for s in (0, 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert ((a >= 0) & (a < tok.n_codes)).all() and calls["n"] == 5 + 7
+
+
+def test_bad_stable_inputs_are_refused_by_name(parts):
+    tok, _, x, y = parts
+    prior, ids = stable_prior(tok), tok.encode(x)
+    with pytest.raises(ValueError, match="ids"): prior(ids[:, :-2], y)
+    with pytest.raises(ValueError, match="ids"): prior(ids + tok.n_codes, y)
+    with pytest.raises(ValueError, match="prior"): sample_stable(StarPrior(prior.config, tok.quantizer), y)
+    from argen_lit.next_scale import sample_next_scale
+    with pytest.raises(ValueError, match="prior"): sample_next_scale(prior, y)   # VAR's sampler knows nothing of rows
+    for bad in (0, 6, "1"):
+        with pytest.raises(ValueError, match="causal_scales"): stable_prior(tok, bad)
