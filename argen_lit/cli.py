@@ -211,9 +211,10 @@ def train_paradigm(name: str, budget="smoke", *, steps: int | None = None, batch
     resumes from its last state. Runs as one process, or under `torchrun` as N (`--batch` is the global batch). Each
     model gets a log line per step (`logs/<model>.jsonl`). Returns (and writes to `train_<name>.json`) a summary:
     the run folder, processes, seconds, and whether every process ended with the same weights."""
-    from argen_lit.leaderboard import PARADIGMS, run_folder  # imports every paradigm: only when asked
+    from argen_lit.leaderboard import contenders, run_folder  # imports every paradigm: only when asked
     from argen_lit.recipes import load_data
-    if name not in PARADIGMS: raise InputError(f"paradigm: expected one of {tuple(PARADIGMS)}, got {name!r}")
+    fits = contenders()
+    if name not in fits: raise InputError(f"paradigm: expected one of {tuple(fits)}, got {name!r}")
     b = train_budget(budget, steps, batch, seed)
     with distributed(device) as dev:
         rank, world = rank_and_world()
@@ -224,7 +225,7 @@ def train_paradigm(name: str, budget="smoke", *, steps: int | None = None, batch
         run = on_main(run_folder, out_dir, b)
         data, t0 = load_data(b), time.time()
         with train_settings(seed=seed, save_every=save_every, compile=compile):
-            contender = PARADIGMS[name](b, data, run, dev)
+            contender = fits[name](b, data, run, dev)
         prints = [None] * world
         if world > 1: dist.all_gather_object(prints, _fingerprint(contender.modules))
         else: prints = [_fingerprint(contender.modules)]
@@ -251,14 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="pretrained (default): score the shipped full-budget checkpoints, a few minutes; "
                          "quick: train everything in ~14 min on 2 CPU cores (vq, masked, flow well; the rest briefly); "
                          "full: the full recipes (~45-60 min)")
-    lb.add_argument("--paradigms", nargs="*", help="a subset (default: all), e.g. vq masked flow")
+    lb.add_argument("--paradigms", nargs="*", help="a subset (default: all seven paradigms), e.g. vq masked flow; "
+                    "a scale-wise variant only when named, e.g. star mvar")
     lb.add_argument("--out-dir", default="runs/leaderboard", help="checkpoints, records, table and figure go to OUT_DIR/BUDGET")
     lb.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     lb.add_argument("--seeds", type=int, default=None,
                     help="sampling seeds per paradigm (0..SEEDS-1): the table shows mean ± spread over them "
                          "(default: 1 for pretrained, quick and smoke, 3 for full); each seed adds a full draw")
     t = sub.add_parser("train", help="train one paradigm's recipe into the leaderboard's folder; under torchrun, on N processes (DDP)")
-    t.add_argument("paradigm", help="one of: pixels vq bytes symbols next_scale masked flow")
+    t.add_argument("paradigm", help="one of: pixels vq bytes symbols next_scale masked flow, "
+                   "or a scale-wise variant: star stable_star hmar flexvar mvar nfig flowar")
     t.add_argument("--budget", default="smoke", choices=("smoke", "quick", "full"), help="the recipe's budget (default: smoke)")
     t.add_argument("--steps", type=int, default=None, help="training steps of every prior (default: the budget's)")
     t.add_argument("--batch", type=int, default=None, help="the global batch of every prior, split over the processes (default: the budget's)")

@@ -22,16 +22,27 @@ from .masked import fit_masked
 from .next_scale import fit_next_scale
 from .pixels import fit_pixels
 from .recipes import Budget, Contender, get_budget, load_data
+from .scale_content import fit_flowar, fit_nfig
+from .scale_family import fit_markov, fit_stable_star, fit_star
+from .scale_flex import fit_flex
+from .scale_speed import fit_mvar
 from .symbols import fit_symbols
 from .vq import fit_vq
 
 # %% auto #0
-__all__ = ['PARADIGMS', 'PRETRAINED', 'MANIFEST', 'measure', 'record_seeds', 'leaderboard_table', 'save_figure', 'run_folder',
-           'run_leaderboard', 'read_leaderboard', 'pretrained_dir', 'read_manifest', 'install_pretrained', 'spot_check']
+__all__ = ['PARADIGMS', 'VARIANTS', 'PRETRAINED', 'MANIFEST', 'contenders', 'measure', 'record_seeds', 'leaderboard_table',
+           'save_figure', 'run_folder', 'run_leaderboard', 'read_leaderboard', 'pretrained_dir', 'read_manifest',
+           'install_pretrained', 'spot_check']
 
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
 PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "symbols": fit_symbols, "next_scale": fit_next_scale,
-             "masked": fit_masked, "flow": fit_flow}
+             "masked": fit_masked, "flow": fit_flow}  # a run's default; their full-budget checkpoints ship
+VARIANTS = {"star": fit_star, "stable_star": fit_stable_star, "hmar": fit_markov, "flexvar": fit_flex, "mvar": fit_mvar,
+            "nfig": fit_nfig, "flowar": fit_flowar}  # measured only when named
+
+def contenders() -> dict:
+    "Every registered entry, paradigms first: read at call time, so a change to either table counts."
+    return {**PARADIGMS, **VARIANTS}
 
 # %% ../nbs/90_leaderboard.ipynb #c3bc9802
 def measure(name: str, c: Contender, budget: Budget, run: Path, device, seeds=None) -> dict:
@@ -91,12 +102,13 @@ def save_figure(records: list[dict], run: Path) -> Path:
 
 # %% ../nbs/90_leaderboard.ipynb #d7987c34
 def _check_paradigms(paradigms) -> list[str]:
-    "The names asked for, each a registered paradigm, at least one, none twice."
+    "The names asked for, each a registered paradigm or variant, at least one, none twice."
     if isinstance(paradigms, str) or not all(isinstance(n, str) for n in paradigms):
         raise InputError(f"paradigms: expected a list of names, got {paradigms!r}")
-    names, unknown = list(paradigms), [n for n in paradigms if n not in PARADIGMS]
-    if unknown: raise InputError(f"paradigms: unknown {unknown}; expected some of {tuple(PARADIGMS)}")
-    if not names: raise InputError(f"paradigms: name at least one of {tuple(PARADIGMS)} (or pass None for all)")
+    known = tuple(contenders())
+    names, unknown = list(paradigms), [n for n in paradigms if n not in known]
+    if unknown: raise InputError(f"paradigms: unknown {unknown}; expected some of {known}")
+    if not names: raise InputError(f"paradigms: name at least one of {known} (or pass None for the paradigms)")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice: raise InputError(f"paradigms: {twice} named more than once")
     return names
@@ -123,7 +135,8 @@ def run_folder(out_dir: str | Path, b: Budget) -> Path:
 # %% ../nbs/90_leaderboard.ipynb #b1646bd0
 def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir: str | Path = "runs/leaderboard",
                     device=None, seeds=None) -> list[dict]:
-    """Train or load, sample and score each of `paradigms` (default: all) under one budget, over `seeds` (a count or a
+    """Train or load, sample and score each of `paradigms` (default: every one of `PARADIGMS`; a `VARIANTS` name
+    when asked for) under one budget, over `seeds` (a count or a
     list; default: the budget's), skipping those already measured with these seeds in the folder; budget
     'pretrained' scores the shipped full-budget checkpoints instead of training. Returns every record in the
     folder, which the table and figure also show."""
@@ -132,6 +145,9 @@ def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir
     b = replace(b, seeds=len(seeds))
     names = list(PARADIGMS) if paradigms is None else _check_paradigms(paradigms)
     if b.n_samples < 20: raise InputError(f"budget: n_samples must be at least 20 for KID and precision/recall, got {b.n_samples}")
+    unshipped = [n for n in names if n in VARIANTS]
+    if b.name == "pretrained" and unshipped:  # refused before anything is copied
+        raise InputError(f"paradigms: {unshipped} have no shipped checkpoints; train them with budget 'quick' or 'full'")
     run = run_folder(out_dir, b)
     if b.name == "pretrained":
         shipped = install_pretrained(run)
@@ -145,10 +161,10 @@ def run_leaderboard(budget: str | Budget = "pretrained", paradigms=None, out_dir
             print(f"{name}: already measured in {run} with seeds {record_seeds(latest[name])}, skipped"); continue
         data = data or load_data(b)
         t0 = time.time()
-        latest[name] = measure(name, PARADIGMS[name](b, data, run, dev), b, run, dev, seeds)
+        latest[name] = measure(name, contenders()[name](b, data, run, dev), b, run, dev, seeds)
         m = latest[name]["metrics"]
         print(f"{name}: FID {m['fid']:.2f}, class accuracy {100 * m['class_accuracy']:.1f}% ({time.time() - t0:.0f}s)")
-    records = [latest[n] for n in PARADIGMS if n in latest]  # a subset run keeps the rows measured before
+    records = [latest[n] for n in contenders() if n in latest]  # a subset run keeps the rows measured before
     write_atomic(run / "leaderboard.md", f"Budget `{b.name}`: {json.dumps(asdict(b))}\n\n" + leaderboard_table(records) + "\n")
     if records: save_figure(records, run)
     return records

@@ -127,3 +127,19 @@ def test_fewer_seeds_keep_a_richer_record_and_old_records_are_measured_again(boa
     again = run_leaderboard("smoke", ["vq", "masked"], out_dir=tmp_path, device="cpu")
     assert all([s["seed"] for s in r["per_seed"]] == [0] for r in again)  # both measured again, with their seed
     assert "Sampling seed 0." in (run / "leaderboard.md").read_text() and leaderboard_table([]).count("\n") == 1
+
+
+def test_a_variant_is_measured_only_when_named_and_joins_the_table(board, tmp_path):
+    from argen_lit.leaderboard import PARADIGMS, VARIANTS, contenders
+    assert not set(PARADIGMS) & set(VARIANTS) and list(contenders()) == [*PARADIGMS, *VARIANTS]
+    out, _ = board
+    shutil.copytree(out / "smoke", tmp_path / "smoke")            # vq and masked measured already
+    records = run_leaderboard("smoke", ["star", "stable_star"], out_dir=tmp_path, device="cpu")
+    assert [r["paradigm"] for r in records] == ["vq", "masked", "star", "stable_star"]
+    passes = {r["paradigm"]: r["metrics"]["forward_passes_per_image"] for r in records}
+    assert passes["star"] == 6 and passes["stable_star"] == 5 + 7   # one pass per scale; the 7x7 map by rows
+    table = (tmp_path / "smoke" / "leaderboard.md").read_text()
+    assert table.count("\n| star |") == 1 and table.count("\n| stable_star |") == 1
+    with pytest.raises(ValueError, match="no shipped checkpoints"):
+        run_leaderboard("pretrained", ["star"], out_dir=tmp_path / "p", device="cpu")
+    assert not (tmp_path / "p").exists()                          # refused before anything was copied
