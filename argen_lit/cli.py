@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: 1 for pretrained, quick and smoke, 3 for full); each seed adds a full draw")
     t = sub.add_parser("train", help="train one paradigm's recipe into the leaderboard's folder; under torchrun, on N processes (DDP)")
     t.add_argument("paradigm", help="one of: pixels vq bytes symbols next_scale masked flow, "
-                   "or a scale-wise variant: star stable_star hmar flexvar mvar nfig flowar")
+                   "or a variant: flextok star stable_star hmar flexvar mvar nfig flowar")
     t.add_argument("--budget", default="smoke", choices=("smoke", "quick", "full"), help="the recipe's budget (default: smoke)")
     t.add_argument("--steps", type=int, default=None, help="training steps of every prior (default: the budget's)")
     t.add_argument("--batch", type=int, default=None, help="the global batch of every prior, split over the processes (default: the budget's)")

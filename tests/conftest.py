@@ -20,3 +20,20 @@ def ms_smoke():
     tok = MultiScaleTokenizer(MultiScaleConfig.smoke())
     train_tokenizer(tok, x[:256], steps=5)
     return tok.eval(), x[:6], y[:6]
+
+
+@pytest.fixture
+def entry_round_trip(tmp_path):
+    """A check for a recipe entry `fit(budget, data, run, device)`: trained at the smoke budget into tmp_path, then
+    loaded back by a second call, both draw the same uint8 digits from one seed. Returns (first, again, data)."""
+    from argen_lit.core import make_generator
+    from argen_lit.recipes import get_budget, load_data
+    def check(fit):
+        b = get_budget("smoke")
+        data = load_data(b)
+        first, again = fit(b, data, tmp_path, "cpu"), fit(b, data, tmp_path, "cpu")   # the second loads, not trains
+        labels = torch.arange(4)
+        a = first.sample(labels, make_generator(0))
+        assert a.shape == (4, 1, 28, 28) and a.dtype == torch.uint8 and torch.equal(a, again.sample(labels, make_generator(0)))
+        return first, again, data
+    return check
