@@ -19,8 +19,8 @@ from .transformer import Guidance, TransformerConfig, block_ids, sample_logits, 
 # %% auto #0
 __all__ = ['STAR_SAMPLER', 'MARKOV_SAMPLER', 'STABLE_SAMPLER', 'STABLE_CAUSAL_SCALES', 'aligned_positions', 'StarPrior',
            'markov_mask', 'MarkovScalePrior', 'markov_loss', 'train_markov', 'check_steps_per_scale', 'sample_markov',
-           'attention_cost', 'stable_blocks', 'StableStarPrior', 'sample_stable', 'fit_star', 'fit_markov',
-           'fit_stable_star']
+           'attention_cost', 'stable_blocks', 'StableStarPrior', 'sample_stable', 'star_like_prior', 'fit_star',
+           'fit_markov', 'fit_stable_star']
 
 # %% ../nbs/41_scale_family.ipynb #e8eceaef
 def aligned_positions(scales, size: int) -> torch.Tensor:
@@ -177,15 +177,16 @@ class StableStarPrior(StarPrior):
     each of their positions also reads the token directly above it (`above`; its last row: a scale's first row). Sample
     with `sample_stable`, not `sample_next_scale` (which draws a scale in one pass and knows nothing of rows)."""
     def __init__(self, config: TransformerConfig, quantizer: MultiScaleQuantizer, causal_scales: int = 1):
-        blocks = stable_blocks(quantizer.scales, causal_scales)
+        stable_blocks(quantizer.scales, causal_scales)  # checks causal_scales before anything is built
         super().__init__(config, quantizer)
-        self.causal_scales, self.first_causal = causal_scales, len(quantizer.scales) - causal_scales
-        self.stable_blocks = blocks
+        self.causal_scales = causal_scales
         self.above = nn.Embedding(quantizer.n_codes + 1, config.d_model)
         nn.init.normal_(self.above.weight, std=0.02)
 
     @property
-    def block_sizes(self) -> list[int]: return self.stable_blocks
+    def first_causal(self) -> int: return len(self.quantizer.scales) - self.causal_scales
+    @property
+    def block_sizes(self) -> list[int]: return stable_blocks(self.quantizer.scales, self.causal_scales)
 
     def row_inputs(self, ids_k: torch.Tensor, s: int) -> torch.Tensor:
         "Embeddings (B, s^2, d) of the token above each position of an s x s map's ids (B, s^2); the first row: the start row."
@@ -241,16 +242,22 @@ MARKOV_SAMPLER = dict(NEXT_SCALE_SAMPLER, steps_per_scale=1)  # one step per sca
 STABLE_SAMPLER = dict(NEXT_SCALE_SAMPLER)  # VAR's settings; only the order inside the last scale changes
 STABLE_CAUSAL_SCALES = 1  # the 7x7 map row by row: 5 + 7 = 12 passes
 
-def fit_star(b: Budget, data: Data, run: Path, device) -> Contender:
-    "VAR's recipe at budget `b` with STAR's aligned positions (`StarPrior`); sampled with `STAR_SAMPLER`."
+def star_like_prior(b: Budget, data: Data, run: Path, device, make, name: str, recipe: dict | None = None):
+    """next_scale's tokenizer and a prior `make(config, quantizer)` trained with VAR's loss at budget `b` into `run/name`
+    (`recipe` adds what the weights do not tell); (tokenizer, prior, seconds of both)."""
     tok, tok_secs = ms_tokenizer(b, data, run, device)
     seq = tok.encode(data.xaug).cpu()
     cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
-    fit = lambda m: train_next_token(m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3, desc="train STAR prior")
-    load = lambda d: load_model(lambda c: StarPrior(c, tok.quantizer), TransformerConfig, d, device)
-    star, secs = train_or_load(run / "star_prior", lambda: StarPrior(cfg, tok.quantizer), fit, load, device, b.recipe(slow=True))
+    fit = lambda m: train_next_token(m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3, desc=f"train {name}")
+    load = lambda d: load_model(lambda c: make(c, tok.quantizer), TransformerConfig, d, device)
+    prior, secs = train_or_load(run / name, lambda: make(cfg, tok.quantizer), fit, load, device, {**b.recipe(slow=True), **(recipe or {})})
+    return tok, prior, tok_secs + secs
+
+def fit_star(b: Budget, data: Data, run: Path, device) -> Contender:
+    "VAR's recipe at budget `b` with STAR's aligned positions (`StarPrior`); sampled with `STAR_SAMPLER`."
+    tok, star, secs = star_like_prior(b, data, run, device, StarPrior, "star_prior")
     return Contender(lambda y, g: tok.decode(sample_next_scale(star, y, generator=g, **STAR_SAMPLER)), star.transformer,
-                     [tok, star], tok_secs + secs, "STAR positions; one pass per scale, as next_scale")
+                     [tok, star], secs, "STAR positions; one pass per scale, as next_scale")
 
 def fit_markov(b: Budget, data: Data, run: Path, device) -> Contender:
     "HMAR at budget `b`: a `MarkovScalePrior` over next_scale's tokenizer, trained with `markov_loss`; `MARKOV_SAMPLER`."
@@ -266,13 +273,9 @@ def fit_markov(b: Budget, data: Data, run: Path, device) -> Contender:
 def fit_stable_star(b: Budget, data: Data, run: Path, device) -> Contender:
     """STAR with stable sampling at budget `b`: a `StableStarPrior` (the last `STABLE_CAUSAL_SCALES` scales row by row)
     trained with VAR's loss; sampled with `sample_stable` and `STABLE_SAMPLER`."""
-    tok, tok_secs = ms_tokenizer(b, data, run, device)
-    seq, c = tok.encode(data.xaug).cpu(), STABLE_CAUSAL_SCALES
-    cfg = prior_config(b, tok.n_codes, seq.shape[1], abs_pos=True)
-    fit = lambda m: train_next_token(m, seq, data.yaug, steps=b.train_steps(slow=True), batch_size=b.batch, lr=2e-3, desc="train stable STAR prior")
-    load = lambda d: load_model(lambda cf: StableStarPrior(cf, tok.quantizer, c), TransformerConfig, d, device)
-    recipe = {**b.recipe(slow=True), "causal_scales": c}  # the weights do not tell: a folder trained with another c is refused
-    prior, secs = train_or_load(run / f"stable_star_prior_c{c}", lambda: StableStarPrior(cfg, tok.quantizer, c), fit, load, device, recipe)
+    c = STABLE_CAUSAL_SCALES  # in the recipe: the weights do not tell, so a folder trained with another c is refused
+    tok, prior, secs = star_like_prior(b, data, run, device, lambda cf, q: StableStarPrior(cf, q, c), f"stable_star_prior_c{c}",
+                                       {"causal_scales": c})
     return Contender(lambda y, g: tok.decode(sample_stable(prior, y, generator=g, **STABLE_SAMPLER)), prior.transformer,
-                     [tok, prior], tok_secs + secs, f"STAR positions; the last {c} scale(s) row by row ({len(prior.block_sizes)} passes)")
+                     [tok, prior], secs, f"STAR positions; the last {c} scale(s) row by row ({len(prior.block_sizes)} passes)")
 
