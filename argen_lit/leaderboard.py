@@ -27,7 +27,7 @@ from .scale_family import fit_markov, fit_stable_star, fit_star
 from .scale_flex import fit_flex
 from .scale_speed import fit_mvar
 from .symbols import fit_symbols
-from .tokenizers_1d import fit_flextok
+from .tokenizers_1d import fit_detailflow, fit_dq, fit_flextok, fit_hita
 from .vq import fit_vq
 
 # %% auto #0
@@ -38,7 +38,8 @@ __all__ = ['PARADIGMS', 'VARIANTS', 'PRETRAINED', 'MANIFEST', 'contenders', 'mea
 # %% ../nbs/90_leaderboard.ipynb #e5971e34
 PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "symbols": fit_symbols, "next_scale": fit_next_scale,
              "masked": fit_masked, "flow": fit_flow}  # a run's default; their full-budget checkpoints ship
-VARIANTS = {"flextok": fit_flextok, "star": fit_star, "stable_star": fit_stable_star, "hmar": fit_markov, "flexvar": fit_flex,
+VARIANTS = {"flextok": fit_flextok, "detailflow": fit_detailflow, "hita": fit_hita, "dq": fit_dq,
+            "star": fit_star, "stable_star": fit_stable_star, "hmar": fit_markov, "flexvar": fit_flex,
             "mvar": fit_mvar, "nfig": fit_nfig, "flowar": fit_flowar}  # measured only when named
 
 def contenders() -> dict:

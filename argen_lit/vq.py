@@ -322,15 +322,16 @@ def decode(self: Tokenizer, indices: torch.Tensor) -> torch.Tensor:
 
 # %% ../nbs/20_vq.ipynb #e9c7027e
 def train_tokenizer(tok: Tokenizer, images: torch.Tensor, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
-                    seed: int = 0) -> list[float]:
-    "Train on pixel MSE + the quantizer's loss with `core.train_loop`; returns the MSE per step."
+                    seed: int = 0, objective=None) -> list[float]:
+    """Train on pixel MSE + the quantizer's loss with `core.train_loop`; returns the MSE per step.
+    `objective(tok, xb)` -> (loss, logged error) replaces that loss (a tokenizer trained towards other targets)."""
     check_number(steps, "steps", low=1, integer=True)
     def loss(tok, xb):
         rec, q = tok(xb)
         mse = F.mse_loss(rec, xb.float() / 255)
         return mse + q.loss, mse  # optimise both, log the pixel error
     batches = endless(make_loader(images, batch_size=batch_size, seed=seed, drop_last=True))
-    return train_loop(tok, batches, loss, steps, lr, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.05, clip=None,
+    return train_loop(tok, batches, objective or loss, steps, lr, weight_decay=1e-4, betas=(0.9, 0.999), warmup=0.05, clip=None,
                       amp=False, desc=f"train {type(tok).__name__}")
 
 @torch.no_grad()
