@@ -217,7 +217,11 @@ def detail_size(k: int, n_tokens: int, image_size: int = 28) -> int:
 def detail_targets(images: torch.Tensor, keep: torch.Tensor, n_tokens: int) -> torch.Tensor:
     """DetailFlow's targets in [0, 1] (B, 1, H, W): image b shrunk to `detail_size(keep[b])` pixels a side (area
     average) and blown back up (bilinear), so a short prefix is asked for a blurred digit and the full sequence for the digit."""
-    x = images.float() / 255
+    check_ids(images, "images", 256)
+    if not isinstance(keep, torch.Tensor) or keep.shape != (len(images),) or keep.is_floating_point() \
+            or (keep < 1).any() or (keep > n_tokens).any():
+        raise InputError(f"keep: expected ({len(images)},) prefix lengths between 1 and {n_tokens}, got {keep!r}")
+    x, keep = images.float() / 255, keep.to(images.device)
     out, S = x.clone(), x.shape[-1]
     for k in keep.unique().tolist():
         s, rows = detail_size(k, n_tokens, S), keep == k
@@ -400,6 +404,9 @@ class DynamicConfig(Config):
 
 def region_density(images: torch.Tensor, pad: int = 2) -> torch.Tensor:
     "Information density of each 8x8-pixel region (B, R, R) of uint8 images padded by `pad`: its pixels' standard deviation in [0, 1]."
+    check_ids(images, "images", 256); check_number(pad, "pad", low=0, integer=True)
+    if images.ndim != 4 or images.shape[1] != 1 or images.shape[2] != images.shape[3] or (images.shape[-1] + 2 * pad) % REGION:
+        raise InputError(f"images: expected uint8 (B, 1, S, S) with S + 2 pad a multiple of {REGION}, got {tuple(images.shape)} and pad {pad}")
     x = F.pad(images.float() / 255, (pad,) * 4)
     return rearrange(x, "b 1 (i p) (j q) -> b i j (p q)", p=REGION, q=REGION).std(-1, unbiased=False)
 
@@ -489,6 +496,7 @@ class DynamicTokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, seq: torch.Tensor) -> torch.Tensor:
         "uint8 images (B, 1, H, W) from region sequences (B, T)."
+        check_tensor(seq, "seq", ndim=2, kind="int", nonempty=True)
         codes = self.from_sequence(seq.to(next(self.parameters()).device))
         with eval_mode(self):
             x = torch.sigmoid(self.reconstruct(self.coarse_q.codes(codes.coarse), self.fine_q.codes(codes.fine), codes.fine_map))
@@ -498,7 +506,7 @@ class DynamicTokenizer(nn.Module):
 # %% ../nbs/21_tokenizers_1d.ipynb #a6b7a78a
 def sequence_lengths(fine_map: torch.Tensor) -> torch.Tensor:
     "Tokens per image (B,) for region maps (B, R, R): one per coarse region, four per fine one (END not counted)."
-    return fine_map[0].numel() + 3 * fine_map.flatten(1).sum(1)
+    return fine_map.shape[1] * fine_map.shape[2] + 3 * fine_map.flatten(1).sum(1)
 
 @patch
 def to_sequence(self: DynamicTokenizer, codes: DynamicCodes) -> torch.Tensor:
@@ -536,7 +544,9 @@ class GrammarWalk:
         return self.state()
     def state_after(self, prefix: torch.Tensor) -> torch.Tensor:
         "The state after `prefix` (B, i), reading only the ids not read yet (`generate` passes a growing prefix)."
-        for t in range(self.read, prefix.shape[1]): self.step(prefix[:, t])
+        if prefix.shape[1] < self.read:
+            raise InputError(f"prefix: {prefix.shape[1]} ids, but this walk has read {self.read}; start a new GrammarWalk")
+        for t in range(self.read, prefix.shape[1]): self.step(prefix[:, t].to(self.region.device))
         return self.state()
 
 @patch
@@ -549,11 +559,13 @@ def allowed(self: DynamicTokenizer, states: torch.Tensor) -> torch.Tensor:
 
 @patch
 def from_sequence(self: DynamicTokenizer, seq: torch.Tensor) -> DynamicCodes:
-    "The codes of sequences (B, T) written by `to_sequence` or a prior (END-terminated; padding after END ignored); a clear error for any other."
+    """The codes of sequences (B, T) written by `to_sequence` or a prior: every region, then END (as many as you like,
+    none included); a clear error for any other."""
     check_tensor(seq, "seq", ndim=2, kind="int", nonempty=True); check_ids(seq, "seq", self.vocab_size)
-    c, n = self.config, self.n_codes
+    c, n, seq = self.config, self.n_codes, seq.long()
     st = self.grammar_states(seq)
-    ok = self.allowed(st[:, :-1]).gather(-1, seq[..., None])[..., 0]
+    region, slot = st[:, :-1, 0], st[:, :-1, 1]                 # what `allowed` says, for the one id each position holds
+    ok = torch.where(slot > 0, (seq >= n) & (seq < 2 * n), torch.where(region < c.regions ** 2, seq < 2 * n, seq == c.end))
     bad = (~ok).any(1) | (st[:, -1, 0] < c.regions ** 2)
     if bad.any():
         b = bad.nonzero()[0, 0].item()
@@ -615,7 +627,7 @@ def dq_prior(b: Budget, tok: DynamicTokenizer, data: Data, run: Path, device,
     seq = tok.encode(data.xaug, maps).cpu()
     states = tok.grammar_states(seq)[:, :-1]
     cfg = prior_config(b, tok.vocab_size, 1 + c.max_len, rope="1d", grid=(), state_sizes=(c.regions ** 2 + 1, 4))
-    recipe = b.recipe() if fixed_map is None else {**b.recipe(), "fixed_map": fixed_map.int().tolist()}
+    recipe = {**b.recipe(), "threshold": c.threshold, **({} if fixed_map is None else {"fixed_map": fixed_map.int().tolist()})}
     return train_or_load(run / ("dq_prior" if fixed_map is None else "dq_prior_fixed"), lambda: Transformer(cfg),
                          lambda m: train_next_token(m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, pad_token=c.end,
                                                     bucket_by_length=True, states=states, desc="train DQ prior", cpu_bf16=b.cpu_bf16),
@@ -626,9 +638,10 @@ def generate_dq(tok: DynamicTokenizer, prior: Transformer, labels: torch.Tensor,
                 **sampler) -> torch.Tensor:
     """Class-conditional region sequences (B, T <= 4R^2 + 1) from the prior (KV cache, `generate`'s settings): each
     step held to the grammar (`allowed`) and told its (region, slot), until every row has drawn END."""
+    check_tensor(labels, "labels", ndim=1, kind="int", nonempty=True)
     if prior.config.vocab_size != tok.vocab_size:
         raise InputError(f"prior: vocab_size {prior.config.vocab_size} != the tokenizer's {tok.vocab_size} ids")
-    state = GrammarWalk(tok, len(labels), labels.device).state_after   # incremental: one id per step, not the whole prefix
+    state = GrammarWalk(tok, len(labels), next(prior.parameters()).device).state_after   # one id per step, on the prior's device
     return generate(prior, tok.config.max_len, labels, generator=generator, stop_token=tok.config.end,
                     constrain=lambda t: tok.allowed(state(t)), states=state, **sampler)
 

@@ -4,13 +4,11 @@ import torch
 from einops import rearrange
 from argen_lit.core import make_generator
 from argen_lit.data import load_mnist5k
-from argen_lit.recipes import get_budget
-from argen_lit.recipes import prior_config
-from argen_lit.tokenizers_1d import (DynamicCodes, DynamicConfig, DynamicTokenizer, HitaConfig, HitaTokenizer, Tokenizer1D,
-                                     Tokenizer1DConfig, common_map, density_threshold, detail_objective, detail_size,
-                                     detail_targets, fit_detailflow, fit_dq, fit_flextok, fit_hita, generate_dq,
-                                     grid_prefix_decode, prefix_lengths, prefix_mask, region_density, sequence_lengths,
-                                     tokenizer_1d)
+from argen_lit.recipes import get_budget, prior_config
+from argen_lit.tokenizers_1d import (DynamicCodes, DynamicConfig, DynamicTokenizer, GrammarWalk, HitaConfig, HitaTokenizer,
+                                     Tokenizer1D, Tokenizer1DConfig, common_map, density_threshold, detail_objective,
+                                     detail_size, detail_targets, fit_detailflow, fit_dq, fit_flextok, fit_hita, generate_dq, grid_prefix_decode,
+                                     prefix_lengths, prefix_mask, region_density, sequence_lengths, tokenizer_1d)
 from argen_lit.transformer import Transformer
 from argen_lit.vq import Tokenizer, TokenizerConfig, train_tokenizer
 
@@ -139,6 +137,8 @@ def test_detail_targets_sharpen_with_the_prefix_and_the_full_prefix_is_the_image
         assert torch.equal(mixed[i], detail_targets(x[i:i + 1], torch.tensor([k]), 32)[0])
     for k in (0, 33, 1.5):
         with pytest.raises(ValueError, match="k"): detail_size(k, 32)
+    for keep in (torch.full((7,), 4), torch.full((8,), 0), torch.full((8,), 33), torch.full((8,), 4.0)):
+        with pytest.raises(ValueError, match="keep"): detail_targets(x, keep, 32)
 
 
 def test_detail_objective_compares_each_prefix_with_its_own_target(tok, monkeypatch):
@@ -270,8 +270,12 @@ def test_dq_refuses_sequences_that_break_the_grammar_and_bad_maps(dq):
     bad = seq.clone()
     first_fine = int(((bad[fine_row] >= n) & (bad[fine_row] < 2 * n)).nonzero()[0, 0])
     bad[fine_row, first_fine + 1] = 0                                # a coarse id inside a fine region
-    for broken in (bad, seq[:, :10], seq + 2 * n + 1, seq.float(), seq[0]):
+    after_end = seq.clone(); after_end[:, -1] = 5                    # an id after END
+    for broken in (bad, seq[:, :10], seq + 2 * n + 1, seq.float(), seq[0], after_end):
         with pytest.raises(ValueError, match="seq"): d.from_sequence(broken)
+    assert torch.equal(d.decode(seq.int()), d.decode(seq))          # any integer dtype
+    with pytest.raises(ValueError, match="images"): region_density(x.float() / 255)
+    with pytest.raises(ValueError, match="images"): region_density(x[:, :, :20])
     with pytest.raises(ValueError, match="seq"): d.decode(torch.full((2, 5), end))  # END before any region
     for m in (torch.ones(4, R, R + 1, dtype=torch.bool), torch.ones(4, R, R), torch.ones(3, R, R, dtype=torch.bool)):
         with pytest.raises(ValueError, match="fine_map"): d.encode(x[:4], m)
@@ -318,6 +322,25 @@ def test_dq_prior_samples_only_sequences_that_decode_and_by_seed(dq):
     assert d.decode(seq).shape == (10, 1, 28, 28)
     other = Transformer(prior_config(get_budget("smoke"), d.n_codes, 10, rope="1d", grid=()))
     with pytest.raises(ValueError, match="vocab_size"): generate_dq(d, other, labels)
+    with pytest.raises(ValueError, match="labels"): generate_dq(d, prior, None)
+    walk = GrammarWalk(d, 10, "cpu")
+    walk.state_after(seq[:, :5])
+    with pytest.raises(ValueError, match="prefix"): walk.state_after(seq[:, :3])   # a used walk is not silently stale
+
+
+def test_dq_sampling_tells_the_prior_the_states_it_was_trained_with(dq, monkeypatch):
+    d, _ = dq
+    torch.manual_seed(0)
+    prior = Transformer(prior_config(get_budget("smoke"), d.vocab_size, 1 + d.config.max_len, rope="1d", grid=(),
+                                     state_sizes=(d.config.regions ** 2 + 1, 4))).eval()
+    seen, forward = [], prior.forward
+    def spy(*args, **kw):
+        seen.append(kw["states"][:5])                                # the conditional half of the guided batch
+        return forward(*args, **kw)
+    monkeypatch.setattr(prior, "forward", spy)
+    seq = generate_dq(d, prior, torch.arange(5), make_generator(0), cfg_scale=2.0)
+    told = torch.cat(seen, 1)
+    assert torch.equal(told, d.grammar_states(seq)[:, :told.shape[1]])
 
 
 @pytest.mark.parametrize("fit, folders", [(fit_detailflow, ("detailflow_k32", "prior_detailflow_k32")),
