@@ -375,19 +375,21 @@ def sample_images(tokenizer: Tokenizer, prior: Transformer, labels: torch.Tensor
 VQ_SAMPLER = dict(cfg_scale=3.0)  # the sweep above: the best class accuracy (98.8%) at FID 0.86; cfg 2 has FID 0.75 at 98.4%
 
 # %% ../nbs/20_vq.ipynb #75c0b11f
-def vq_tokenizer(b: Budget, data: Data, run: Path, device, downsample: int = 4) -> tuple[Tokenizer, float]:
+def vq_tokenizer(b: Budget, data: Data, run: Path, device, downsample: int = 4, n_codes: int = 512) -> tuple[Tokenizer, float]:
     """The course's baseline tokenizer (EMA-VQ, 512 codes) at budget `b`, trained or loaded from `run`; (model, seconds).
-    `downsample` 2 gives the 14x14 grid (folder `vq_tokenizer_d2`)."""
-    name = "vq_tokenizer" if check_downsample(downsample) == 4 else f"vq_tokenizer_d{downsample}"
-    return train_or_load(run / name, lambda: Tokenizer(TokenizerConfig(quantizer="ema", channels=b.tok_channels, downsample=downsample)),
+    `downsample` 2 gives the 14x14 grid (folder `vq_tokenizer_d2`), another `n_codes` its own folder (`vq_tokenizer_c4096`)."""
+    name = "vq_tokenizer" + ("" if check_downsample(downsample) == 4 else f"_d{downsample}") + ("" if n_codes == 512 else f"_c{n_codes}")
+    return train_or_load(run / name, lambda: Tokenizer(TokenizerConfig(quantizer="ema", n_codes=n_codes, channels=b.tok_channels,
+                                                                       downsample=downsample)),
                          lambda m: train_tokenizer(m, data.xtr, steps=b.tok_steps), load_tokenizer, device,
                          b.recipe(*TOKENIZER_FIELDS))
 
 def raster_prior(b: Budget, tok: Tokenizer, data: Data, run: Path, device) -> tuple[Transformer, float]:
     """The course's baseline raster prior over `tok`'s codes at budget `b`, trained or loaded from `run`; (model, seconds).
-    A grid other than 7x7 gets its own folder (`vq_prior_14x14`) and positions."""
+    A grid other than 7x7 gets its own folder (`vq_prior_14x14`) and positions, a codebook other than 512 its own
+    folder too (`vq_prior_c4096`)."""
     seq, (h, w) = tok.encode(data.xaug).flatten(1).cpu(), tok.grid
-    name = "vq_prior" if (h, w) == (7, 7) else f"vq_prior_{h}x{w}"
+    name = "vq_prior" + ("" if (h, w) == (7, 7) else f"_{h}x{w}") + ("" if tok.n_codes == 512 else f"_c{tok.n_codes}")
     return train_or_load(run / name, lambda: Transformer(prior_config(b, tok.n_codes, 1 + h * w, grid=(h, w))), lambda m: train_next_token(
         m, seq, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3, desc="train VQ prior", cpu_bf16=b.cpu_bf16),
         load_transformer, device, b.recipe())
