@@ -94,7 +94,7 @@ class NARPrior(Transformer):
         h, out = hidden[:, idx], torch.empty_like(hidden[:, idx])
         for d, head in enumerate(self.dir_heads):
             sel = dirs == d
-            if sel.any(): out[:, sel] = head(h[:, sel])
+            if sel.any(): out[:, sel] = head(h[:, sel]).to(out.dtype)   # under autocast a head gives bf16
         return self.head(out)
 
     def teacher_logits(self, ids: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -138,7 +138,7 @@ def sample_nar(model: NARPrior, labels: torch.Tensor, cfg_scale: float = 1.0, te
 def nar_prior(b: Budget, tok: Tokenizer, data: Data, run: Path, device, start: tuple = (3, 3)) -> tuple[NARPrior, float]:
     "NAR's prior over `tok`'s 7x7 codes from `start`, trained with `nar_loss` at budget `b` or loaded; (model, seconds)."
     seq = tok.encode(data.xaug).flatten(1).cpu()
-    cfg = orders_config(NARConfig, b, tok.n_codes, 1 + seq.shape[1], start=tuple(start))
+    cfg = orders_config(NARConfig, b, tok.n_codes, 1 + seq.shape[1], start=tuple(start), grid=tuple(tok.grid))
     return train_or_load(run / f"nar_prior_{start[0]}_{start[1]}", lambda: NARPrior(cfg),
                          lambda m: train_on_tokens(m, seq, data.yaug, nar_loss, steps=b.steps, batch_size=b.batch, lr=2e-3,
                                                    desc="train NAR prior", cpu_bf16=b.cpu_bf16),
@@ -190,6 +190,9 @@ class ShufflePrior(Transformer):
         c = config
         if c.vocab_size: raise InputError(f"vocab_size: ShufflePrior's transformer takes vectors; expected 0, got {c.vocab_size}")
         if c.d_model % (c.window * c.window): raise InputError(f"d_model: expected a multiple of window^2 = {c.window ** 2}, got {c.d_model}")
+        H = -(-c.side // c.window)                                          # windows per side
+        if c.rope == "2d" and tuple(c.grid) != (H, H): raise InputError(f"grid: the windows form ({H}, {H}), got {tuple(c.grid)}")
+        if c.max_seq_len < 1 + H * H: raise InputError(f"max_seq_len: the class token and {H * H} windows need {1 + H * H}, got {c.max_seq_len}")
         super().__init__(config)
         k = c.window * c.window
         self.embed = nn.Embedding(c.n_codes + 1, c.d_model // k)            # + 1: the padding id
@@ -245,7 +248,8 @@ def sample_shuffle(model: ShufflePrior, labels: torch.Tensor, cfg_scale: float =
 def training_speed(runs: dict, tokens: torch.Tensor, labels: torch.Tensor, batch_size: int = 64, steps: int = 20,
                    rounds: int = 3, lr: float = 2e-3) -> dict:
     """Training images per second of each `runs[name] = (model, loss_fn)`, measured side by side: `rounds` rounds, each
-    timing `steps` AdamW steps of every model in turn on the same batches of `tokens` and `labels`; the best round counts."""
+    timing `steps` AdamW steps of every model in turn on the same batches of `tokens` and `labels`; the best round counts.
+    It trains the models it is given (pass fresh ones) in full precision, without `train_loop`'s autocast."""
     check_number(steps, "steps", low=1, integer=True); check_number(rounds, "rounds", low=1, integer=True)
     check_number(batch_size, "batch_size", low=1, high=len(tokens), integer=True)
     g = torch.Generator().manual_seed(0)
@@ -294,6 +298,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> tuple[tor
     check_tensor(x, "x", ndim=2, kind="float", nonempty=True); check_number(k, "k", low=1, high=len(x), integer=True)
     g = torch.Generator(device=x.device).manual_seed(seed)
     cent = x[torch.randint(len(x), (1,), generator=g, device=x.device)]
+    if len(torch.unique(x, dim=0)) < k: raise InputError(f"k: {k} clusters, but x has only {len(torch.unique(x, dim=0))} distinct rows")
     for _ in range(1, k):                                                  # k-means++: far rows are likelier
         d2 = torch.cdist(x, cent).amin(1) ** 2
         cent = torch.cat([cent, x[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
@@ -305,7 +310,12 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 25, seed: int = 0) -> tuple[tor
             else:
                 far = torch.cdist(x, cent).gather(1, assign[:, None])[:, 0].argmax()
                 cent[j], assign[far] = x[far], j
-    return cent, torch.cdist(x, cent).argmin(1)
+    assign = torch.cdist(x, cent).argmin(1)
+    for j in range(k):                                                     # the last update may empty a cluster too
+        if not (assign == j).any():
+            far = torch.cdist(x, cent).gather(1, assign[:, None])[:, 0].argmax()
+            cent[j], assign[far] = x[far], j
+    return cent, assign
 
 def coarse_labels(tok: Tokenizer, n_coarse: int, seed: int = 0) -> torch.Tensor:
     "CTF's coarse label of every code (n_codes,): k-means of the tokenizer's code vectors into `n_coarse` clusters."
@@ -367,7 +377,7 @@ def ctf_priors(b: Budget, tok: Tokenizer, data: Data, run: Path, device,
     """CTF at budget `b` over `tok`'s codes: `coarse_labels` by k-means, a raster prior over the coarse labels and a
     `FinePredictor`, trained or loaded; (coarse prior, fine model, seconds of both)."""
     ids = tok.encode(data.xaug).flatten(1).cpu()
-    fine_cfg = orders_config(FineConfig, b, tok.n_codes, 1 + ids.shape[1], n_coarse=n_coarse)
+    fine_cfg = orders_config(FineConfig, b, tok.n_codes, 1 + ids.shape[1], n_coarse=n_coarse, grid=tuple(tok.grid))
     tag = f"{tok.n_codes}_{n_coarse}"
     fine, fine_s = train_or_load(run / f"ctf_fine_{tag}", lambda: FinePredictor(fine_cfg, coarse_labels(tok, n_coarse).cpu()),
                                  lambda m: train_on_tokens(m, ids, data.yaug, fine_loss, steps=b.steps, batch_size=b.batch,
@@ -375,14 +385,15 @@ def ctf_priors(b: Budget, tok: Tokenizer, data: Data, run: Path, device,
                                  lambda d: load_model(lambda c: FinePredictor(c, torch.zeros(c.vocab_size, dtype=torch.long)),
                                                          FineConfig, d), device, b.recipe())
     coarse = fine.label_of.cpu()[ids]                                          # the clusters the fine model was trained on
-    prior, prior_s = train_or_load(run / f"ctf_coarse_{tag}", lambda: Transformer(prior_config(b, n_coarse, 1 + ids.shape[1])),
+    prior, prior_s = train_or_load(run / f"ctf_coarse_{tag}", lambda: Transformer(prior_config(b, n_coarse, 1 + ids.shape[1], grid=tuple(tok.grid))),
                                    lambda m: train_next_token(m, coarse, data.yaug, steps=b.steps, batch_size=b.batch, lr=2e-3,
                                                               desc="train CTF coarse prior", cpu_bf16=b.cpu_bf16),
                                    load_transformer, device, b.recipe())
     return prior, fine, fine_s + prior_s
 
 def fit_ctf(b: Budget, data: Data, run: Path, device) -> Contender:
-    "CTF at budget `b`: a 4,096-code tokenizer, 32 coarse labels, a coarse raster prior and a one-pass fine model."
+    """CTF at budget `b`: a 4,096-code tokenizer, 32 coarse labels, a coarse raster prior and a one-pass fine model.
+    Its pass module is the coarse prior, so a passes column counts 49: add the fine model's one."""
     tok, tok_s = vq_tokenizer(b, data, run, device, n_codes=CTF_CODES)
     prior, fine, secs = ctf_priors(b, tok, data, run, device)
     side = tok.grid[0]

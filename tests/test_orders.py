@@ -54,6 +54,13 @@ def test_a_ring_reads_only_the_rings_before_it(nar):
         if r + 1 < nar.n_passes: assert delta[ring == r + 1].min() > 0
 
 
+def test_nar_trains_under_bf16_autocast(nar):
+    ids, y = torch.randint(64, (2, 49)), torch.tensor([1, 8])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nar_loss(nar, ids, y)
+    assert torch.isfinite(loss)
+
+
 def test_nar_sampling_is_the_model_ring_by_ring_and_by_seed(nar):
     y = torch.arange(6)
     calls = count_calls(nar)
@@ -92,6 +99,8 @@ def test_token_shuffle_draws_a_window_per_pass_never_padding():
     assert torch.isfinite(shuffle_loss(m, a, y))
     with pytest.raises(ValueError, match="vocab_size"): ShufflePrior(orders_config(ShuffleConfig, B, 64, 17, grid=(4, 4)))
     with pytest.raises(ValueError, match="d_model"): ShufflePrior(orders_config(ShuffleConfig, B, 0, 17, grid=(4, 4), window=3))
+    with pytest.raises(ValueError, match="grid"): ShufflePrior(orders_config(ShuffleConfig, B, 0, 17, n_codes=64))        # 7x7 default
+    with pytest.raises(ValueError, match="max_seq_len"): ShufflePrior(orders_config(ShuffleConfig, B, 0, 16, grid=(4, 4)))
 
 
 def test_kmeans_partitions_and_ctf_draws_codes_of_the_drawn_labels():
@@ -102,7 +111,10 @@ def test_kmeans_partitions_and_ctf_draws_codes_of_the_drawn_labels():
     assert torch.equal(assign, torch.cdist(x, cent).argmin(1))
     assert torch.equal(kmeans(x, 12, seed=3)[1], assign)
     for bad in (0, 301, 2.5):
-        with pytest.raises(ValueError, match="k"): kmeans(x, bad)
+        with pytest.raises(ValueError, match="k:"): kmeans(x, bad)
+    with pytest.raises(ValueError, match="distinct rows"): kmeans(torch.zeros(5, 2), 2)
+    twin = torch.cat([torch.zeros(4, 2), torch.ones(4, 2) * 5, torch.tensor([[5.0, 5.1]])])
+    assert set(kmeans(twin, 3, iters=2)[1].tolist()) == {0, 1, 2}       # no cluster left empty
     tok = Tokenizer(TokenizerConfig.smoke(quantizer="ema", n_codes=256)).eval()
     label_of = coarse_labels(tok, 8)
     assert label_of.shape == (256,) and set(label_of.tolist()) == set(range(8))  # a partition of the codebook
