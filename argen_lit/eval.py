@@ -286,13 +286,15 @@ def bits_per_dim(nll_nats, dims: int):
 # %% ../nbs/03_eval.ipynb #58f8c326
 @contextmanager
 def count_forward_passes(module: nn.Module):
-    "Count forward calls of `module` inside the block: `with count_forward_passes(m) as c: ...; c['n']`."
+    """Count forward calls of `module` inside the block: `with count_forward_passes(m) as c: ...; c['n']`. An
+    `nn.ModuleList` counts the calls of each of its modules (a sampler that runs two networks, e.g. two stages)."""
     check_module(module, "module")
     counter = {"n": 0}
     def hook(*_): counter["n"] += 1
-    handle = module.register_forward_hook(hook)
+    handles = [m.register_forward_hook(hook) for m in (module if isinstance(module, nn.ModuleList) else [module])]
     try: yield counter
-    finally: handle.remove()
+    finally:
+        for h in handles: h.remove()
 
 def compare_speed(samplers: dict, n_images: int, rounds: int = 3, warmup: bool = True) -> list[dict]:
     """Time samplers {name: (sample_fn(n) -> images, module)} on batches of `n_images`, interleaved over `rounds`.

@@ -15,7 +15,7 @@ from .vq import vq_tokenizer
 
 # %% auto #0
 __all__ = ['ORDERS', 'MASKED_SAMPLER', 'cosine_schedule', 'masked_counts', 'mask_id', 'mask_ratios', 'random_masks',
-           'masked_loss', 'train_masked', 'sample_masked', 'fit_masked']
+           'with_prefix', 'masked_loss', 'train_masked', 'sample_masked', 'fit_masked']
 
 # %% ../nbs/50_masked.ipynb #11f00080
 def cosine_schedule(r) -> torch.Tensor:
@@ -61,24 +61,38 @@ def random_masks(ratios: torch.Tensor, n_tokens: int, generator: torch.Generator
     ranks = torch.rand(len(ratios), n_tokens, generator=generator, device=ratios.device).argsort(1).argsort(1)
     return ranks < k[:, None]
 
+def with_prefix(model: Transformer, ids: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
+    "The model's input: the always-visible `prefix` ids (B, P), if any, then the (partly masked) map (B, N)."
+    if prefix is None: return ids
+    check_tensor(prefix, "prefix", ndim=2, kind="int"); check_ids(prefix, "prefix", mask_id(model))  # codes, never [MASK]
+    if len(prefix) != len(ids): raise InputError(f"prefix: expected {len(ids)} rows like the map, got {len(prefix)}")
+    return torch.cat([prefix.to(ids.device), ids], 1)
+
 def masked_loss(model: Transformer, ids: torch.Tensor, labels: torch.Tensor | None = None, kind: str = "cosine",
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    "Cross-entropy (nats) on the masked positions of token maps (B, N) masked at random ratios."
+                generator: torch.Generator | None = None, prefix: torch.Tensor | None = None, states=None) -> torch.Tensor:
+    """Cross-entropy (nats) on the masked positions of token maps (B, N) masked at random ratios. `prefix` (B, P): ids
+    the model always sees before the map (never masked, never scored); `states(inputs)`: the state ids (B, 1 + P + N,
+    axes) of a model with `state_sizes`, from its input ids (B, P + N) with [MASK] where masked."""
     check_ids(ids, "ids", mask_id(model)); check_tensor(ids, "ids", ndim=2)  # real codes only: the last id is [MASK]
     masks = random_masks(mask_ratios(len(ids), kind, generator, ids.device), ids.shape[1], generator)
-    logits = model(ids.masked_fill(masks, mask_id(model)), labels, mask="full")[:, 1:]  # drop the class position
+    x = with_prefix(model, ids.masked_fill(masks, mask_id(model)), prefix)
+    logits = model(x, labels, mask="full", states=None if states is None else states(x))[:, -ids.shape[1]:]  # the map's positions
     return F.cross_entropy(logits[masks].float(), ids[masks])
 
 def train_masked(model: Transformer, tokens: torch.Tensor, labels: torch.Tensor | None = None, steps: int = 1000,
                  batch_size: int = 128, lr: float = 3e-3, weight_decay: float = 0.1, warmup: float = 0.1,
-                 seed: int = 0, desc: str = "train masked prior", kind: str = "cosine", cpu_bf16: bool = False) -> list[float]:
-    "Train a masked prior on token maps (B, N) with `train_on_tokens`; returns bits per masked token per step."
-    check_ids(tokens, "tokens", mask_id(model))  # real codes only: the last id is [MASK]
+                 seed: int = 0, desc: str = "train masked prior", kind: str = "cosine", cpu_bf16: bool = False,
+                 prefix: int = 0) -> list[float]:
+    """Train a masked prior on token maps (B, N) with `train_on_tokens`; returns bits per masked token per step.
+    With `prefix` P, each row's first P ids are `masked_loss`'s prefix (always seen) and the rest its map."""
+    check_ids(tokens, "tokens", mask_id(model)); check_tensor(tokens, "tokens", ndim=2)  # real codes only: the last id is [MASK]
+    check_number(prefix, "prefix", low=0, high=tokens.shape[1] - 1, integer=True)
     if tokens.shape[1] + 1 > model.config.max_seq_len:
         raise InputError(f"tokens: {tokens.shape[1]} tokens + the class token exceed max_seq_len {model.config.max_seq_len}")
     mask_ratios(1, kind)  # fail now on a bad kind, not inside the loop
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    return train_on_tokens(model, tokens, labels, lambda m, x, y: masked_loss(m, x, y, kind, gen),
+    split = lambda x: dict(ids=x[:, prefix:], prefix=x[:, :prefix] if prefix else None)
+    return train_on_tokens(model, tokens, labels, lambda m, x, y: masked_loss(m, labels=y, kind=kind, generator=gen, **split(x)),
                            steps, batch_size, lr, weight_decay, warmup, seed, desc, cpu_bf16, generators=[gen])
 
 # %% ../nbs/50_masked.ipynb #a0a0b2cb
@@ -88,13 +102,16 @@ ORDERS = ("confidence", "random")
 def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, order: str = "confidence",
                   cfg_scale: float = 1.0, temperature: float = 1.0, noise: float = 4.5, top_k: int | None = None,
                   top_p: float | None = None, generator: torch.Generator | None = None, n_tokens: int | None = None,
-                  return_history: bool = False):
+                  return_history: bool = False, prefix: torch.Tensor | None = None, states=None):
     """Token maps (B, N) decoded from all-[MASK] in `steps` forward passes, revealing tokens by `order`: 'confidence'
     (MaskGIT, log-prob + annealed Gumbel `noise`) or 'random' (MAR). N defaults to the model's RoPE grid. With
-    `return_history`, also the maps after every step ([MASK] where still unknown)."""
+    `return_history`, also the maps after every step ([MASK] where still unknown). `prefix` (B, P): ids every pass
+    sees before the map (Hi-MAR's pivots); `states(inputs)`: state ids as in `masked_loss`, for the unguided rows."""
     c, dev = model.config, next(model.parameters()).device
     N = c.n_tokens if n_tokens is None else check_number(n_tokens, "n_tokens", low=1, integer=True)
-    if N + 1 > c.max_seq_len: raise InputError(f"n_tokens: {N} tokens + the class token exceed max_seq_len {c.max_seq_len}")
+    if prefix is not None: check_tensor(prefix, "prefix", ndim=2, kind="int")
+    P = 0 if prefix is None else prefix.shape[-1]
+    if N + P + 1 > c.max_seq_len: raise InputError(f"n_tokens: {N} tokens + {P} prefix + the class token exceed max_seq_len {c.max_seq_len}")
     counts = masked_counts(N, steps)
     if order not in ORDERS: raise InputError(f"order: expected one of {ORDERS}, got {order!r}")
     check_number(noise, "noise", low=0)
@@ -105,7 +122,9 @@ def sample_masked(model: Transformer, labels: torch.Tensor, steps: int = 8, orde
     history = []
     with eval_mode(model):
         for t, n_masked in enumerate(counts):
-            logits = cfg.mix(model(cfg.double(ids), cfg.labels, mask="full")[:, 1:].float())
+            x = with_prefix(model, ids, prefix)
+            st = None if states is None else cfg.double(states(x))
+            logits = cfg.mix(model(cfg.double(x), cfg.labels, mask="full", states=st)[:, -N:].float())
             logits[..., mid] = float("-inf")  # after guidance: -inf - -inf would be nan
             unknown = ids == mid
             drawn = torch.where(unknown, sample_logits(logits, temperature, top_k, top_p, generator), ids)

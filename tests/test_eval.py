@@ -111,6 +111,11 @@ def test_forward_pass_counting_and_speed_rows():
         for _ in range(7): lin(torch.zeros(2, 4))
     assert c["n"] == 7
     lin(torch.zeros(1, 4)); assert c["n"] == 7  # the hook is gone after the block
+    other = torch.nn.Linear(4, 4)
+    with count_forward_passes(torch.nn.ModuleList([lin, other])) as c:   # two stages: every call of either counts
+        lin(torch.zeros(1, 4)); other(torch.zeros(1, 4)); other(torch.zeros(1, 4))
+    assert c["n"] == 3
+    lin(torch.zeros(1, 4)); other(torch.zeros(1, 4)); assert c["n"] == 3
     def slow(n):
         for _ in range(5): lin(torch.zeros(n, 4))
     def fast(n): lin(torch.zeros(n, 4))

@@ -113,3 +113,37 @@ def test_masked_counts_take_the_ratio_first():
             t = 2 * steps // 3 - 1
             if (steps - 1 - t) < n // 2 < n - t:  # not clamped by the reveal-one-per-step rule
                 assert masked_counts(n, steps)[t] == n // 2, (n, steps)
+
+
+def test_a_prefix_is_always_seen_never_masked_never_scored_and_checked():
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=33, max_seq_len=55, rope="1d", abs_pos=True)).eval()
+    ids, prefix, y = torch.randint(32, (3, 49)), torch.randint(32, (3, 5)), torch.arange(3)
+    seen = []
+    m.register_forward_hook(lambda mod, args, kw, out: seen.append(args[0].clone()), with_kwargs=True)
+    loss = masked_loss(m, ids, y, generator=make_generator(0), prefix=prefix)
+    assert loss.isfinite() and torch.equal(seen[-1][:, :5], prefix) and seen[-1].shape == (3, 54)
+    out, hist = sample_masked(m, y, steps=4, n_tokens=49, prefix=prefix, generator=make_generator(0), cfg_scale=2.0, return_history=True)
+    assert out.shape == (3, 49) and all(torch.equal(x[:3, :5], prefix) for x in seen[-4:]) and (hist[-1] != mask_id(m)).all()
+    x = torch.full((3, 49), mask_id(m))
+    with torch.no_grad():                                                   # the map's logits depend on the prefix
+        assert (m(torch.cat([(prefix + 1) % 32, x], 1), y, mask="full") - m(torch.cat([prefix, x], 1), y, mask="full"))[:, 6:].abs().max() > 0
+    with pytest.raises(ValueError, match="prefix"): masked_loss(m, ids, y, prefix=torch.full((3, 5), 32))   # [MASK] is no prefix
+    with pytest.raises(ValueError, match="prefix"): masked_loss(m, ids, y, prefix=prefix[:2])
+    with pytest.raises(ValueError, match="n_tokens"): sample_masked(m, y, steps=4, n_tokens=49, prefix=torch.randint(32, (3, 6)))
+    with pytest.raises(ValueError, match="prefix"): train_masked(m, torch.randint(32, (8, 10)), steps=1, prefix=10)
+    bits = train_masked(m.train(), torch.cat([prefix, ids], 1).repeat(4, 1), y.repeat(4), steps=2, batch_size=4, prefix=5)
+    assert len(bits) == 2 and all(math.isfinite(b) for b in bits)
+
+
+def test_states_are_computed_from_the_masked_input_and_doubled_for_guidance():
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig.smoke(vocab_size=33, max_seq_len=50, rope="2d", grid=(7, 7), state_sizes=(50,))).eval()
+    calls = []
+    def states(x):
+        calls.append(x.clone())
+        return (x == mask_id(m)).sum(1)[:, None, None].expand(-1, x.shape[1] + 1, 1)
+    masked_loss(m, torch.randint(32, (2, 49)), torch.arange(2), generator=make_generator(0), states=states)
+    assert calls[-1].shape == (2, 49) and (calls[-1] == mask_id(m)).any()
+    sample_masked(m, torch.arange(2), steps=3, cfg_scale=3.0, states=states, generator=make_generator(0))
+    assert [int((c == mask_id(m)).sum(1)[0]) for c in calls[-3:]] == [49, *masked_counts(49, 3)[:2]] and calls[-1].shape == (2, 49)
