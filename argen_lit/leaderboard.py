@@ -20,7 +20,7 @@ from .eval import (check_seeds, classifier_accuracy, count_forward_passes, evalu
 from .flow_heads import fit_flow
 from .masked import fit_masked
 from .next_scale import fit_next_scale
-from .orders import fit_ctf, fit_nar, fit_shuffle
+from .orders import fit_ctf, fit_himar, fit_meissonic, fit_nar, fit_shuffle, fit_xar
 from .pixels import fit_pixels
 from .recipes import Budget, Contender, get_budget, load_data
 from .scale_content import fit_flowar, fit_nfig
@@ -42,7 +42,8 @@ PARADIGMS = {"pixels": fit_pixels, "vq": fit_vq, "bytes": fit_bytes, "symbols": 
 VARIANTS = {"flextok": fit_flextok, "detailflow": fit_detailflow, "hita": fit_hita, "dq": fit_dq,
             "star": fit_star, "stable_star": fit_stable_star, "hmar": fit_markov, "flexvar": fit_flex,
             "mvar": fit_mvar, "nfig": fit_nfig, "flowar": fit_flowar,
-            "nar": fit_nar, "shuffle": fit_shuffle, "ctf": fit_ctf}  # measured only when named
+            "nar": fit_nar, "shuffle": fit_shuffle, "ctf": fit_ctf, "xar": fit_xar, "himar": fit_himar,
+            "meissonic": fit_meissonic}  # measured only when named
 
 def contenders() -> dict:
     "Every registered entry, paradigms first: read at call time, so a change to either table counts."
