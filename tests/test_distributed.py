@@ -41,6 +41,8 @@ def test_two_gloo_processes_take_the_steps_one_process_takes(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         r1, r2 = pool.map(lambda c: run(c), [[sys.executable, str(HERE / "ddp_worker.py"), str(one)],
                                                [*TORCHRUN, "--nproc-per-node=2", str(HERE / "ddp_worker.py"), str(two)]])
+    if r2.returncode and "SIGABRT" in r2.stderr:  # gloo has aborted a worker on a loaded machine (2 of 5 suite runs): once more
+        r2 = run([*TORCHRUN, "--nproc-per-node=2", str(HERE / "ddp_worker.py"), str(two)])
     assert r1.returncode == 0 and r2.returncode == 0, (r1.stderr[-2000:], r2.stderr[-2000:])
     single = json.loads((one / "losses0.json").read_text())
     ranks = [json.loads((two / f"losses{r}.json").read_text()) for r in (0, 1)]
